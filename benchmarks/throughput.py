@@ -1,0 +1,165 @@
+"""Training throughput: ncfine (real Trainer, module and data path) vs a plain PyTorch loop.
+
+Both run in this process on the same device with identical settings: images held on the device
+as uint8, random crop (pad 4) + flip and normalisation on the device, SGD nesterov, batch 512,
+bf16 autocast and channels_last on CUDA, no torch.compile. The first epoch of each is warm-up
+and not timed.
+
+    python benchmarks/throughput.py --data-root DIR --backbone resnet18 --epochs 3      # CUDA, CIFAR-10
+    python benchmarks/throughput.py --tiny                                               # anywhere (CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ncfine.api import compose
+from ncfine.data.transforms import random_crop_flip
+from ncfine.models.backbone import create_backbone
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_size, device, precision, channels_last):
+    """The reference: a hand-written loop with the same model, augmentation and optimiser."""
+    torch.manual_seed(0)
+    features, dim = create_backbone(backbone, small_input=True, img_size=images.shape[-1])
+    model = torch.nn.Sequential(features, torch.nn.Linear(dim, num_classes)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    images, labels = images.to(device), labels.to(device)
+    mean, std = mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1)
+    generator = torch.Generator(device=device).manual_seed(0)
+    n = images.shape[0]
+    times = []
+    for epoch in range(epochs):
+        sync(device)
+        start = time.perf_counter()
+        order = torch.randperm(n, device=device, generator=generator)
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            x = random_crop_flip(images[idx], pad=4, generator=generator).float().div_(255).sub_(mean).div_(std)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = F.cross_entropy(model(x), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class EpochTimer:
+    def __init__(self, device):
+        import pytorch_lightning as pl
+
+        outer = self
+
+        class _Timer(pl.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                sync(device)
+                outer._start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                sync(device)
+                outer.times.append(time.perf_counter() - outer._start)
+
+        self.times: list[float] = []
+        self.callback = _Timer()
+
+
+def ncfine_run(overrides, epochs, device, analysis: bool):
+    """Time ncfine's real training path; returns per-epoch seconds (training + any analysis)."""
+    import pytorch_lightning as pl
+
+    from ncfine.utils.instantiate import instantiate
+
+    cfg = compose([*overrides, f"trainer.max_epochs={epochs}", "logger=none"] + ([] if analysis else ["callbacks=none"]),
+                  run_dir=Path("/tmp/ncfine-bench") / ("analysis" if analysis else "train"))
+    pl.seed_everything(0)
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    model = instantiate(cfg.model, num_classes=dm.num_coarse, in_chans=dm.in_chans, img_size=dm.image_size,
+                        optimizer=instantiate(cfg.optimizer), scheduler=None, log_fine_upper=False)
+    timer = EpochTimer(device)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [timer.callback]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    return timer.times, dm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=None, help="directory containing cifar-10-batches-py")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--tiny", action="store_true", help="digits + resnet10t on CPU: runs anywhere")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    on_cuda = device.type == "cuda"
+    if args.tiny:
+        data = ["data=digits", "model.backbone=resnet10t"]
+        args.backbone = "resnet10t"
+    else:
+        data = ["data=cifar10", f"data.source.root={args.data_root}", f"model.backbone={args.backbone}"]
+    overrides = [
+        *data,
+        f"data.batch_size={args.batch_size}",
+        "data.device_resident=true",
+        "data.num_workers=0",
+        "optimizer.lr=0.1",
+        "optimizer.nesterov=true",
+        "scheduler=constant",
+        f"trainer.accelerator={'gpu' if on_cuda else 'cpu'}",
+        f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
+        f"model.channels_last={str(on_cuda).lower()}",
+    ]
+    ncfine_times, dm = ncfine_run(overrides, args.epochs, device, analysis=False)
+    train = dm.source.load("train") if hasattr(dm, "source") else None
+    images, fine = train.images, train.fine
+    coarse = dm.hierarchy.coarse_of(fine)
+    mean, std = dm.normalization
+    plain_times = plain_loop(images, coarse, mean, std, args.backbone, dm.num_coarse, args.epochs, args.batch_size,
+                             device, "bf16" if on_cuda else "32", on_cuda)
+    n = images.shape[0]
+    timed = slice(1, None) if args.epochs > 1 else slice(0, None)
+    plain_s = sum(plain_times[timed]) / len(plain_times[timed])
+    ncfine_s = sum(ncfine_times[timed]) / len(ncfine_times[timed])
+    result = {
+        "device": torch.cuda.get_device_name(0) if on_cuda else "cpu",
+        "backbone": args.backbone,
+        "images": n,
+        "batch_size": args.batch_size,
+        "epochs_timed": len(plain_times[timed]),
+        "plain_s_per_epoch": plain_s,
+        "ncfine_s_per_epoch": ncfine_s,
+        "plain_images_per_s": n / plain_s,
+        "ncfine_images_per_s": n / ncfine_s,
+        "ratio": plain_s / ncfine_s,
+    }
+    print(f"{'backbone':<14}{'device':<28}{'plain img/s':>12}{'ncfine img/s':>14}{'ncfine/plain':>14}")
+    print(f"{args.backbone:<14}{result['device'][:27]:<28}{result['plain_images_per_s']:>12.0f}"
+          f"{result['ncfine_images_per_s']:>14.0f}{result['ratio']:>14.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

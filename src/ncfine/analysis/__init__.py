@@ -1,0 +1,15 @@
+"""Pure tensor analysis of penultimate features: no Lightning, no I/O.
+
+- `collapse.nc_metrics`: NC1-NC4 (Papyan, Han & Donoho 2020), float64, two-pass.
+- `recovery.fine_recovery`: fine classes recovered by k-means from coarse-trained features
+  (Yang, Steinhardt & Hu 2023), scored by Hungarian-matched accuracy, NMI and ARI.
+- `probes.linear_probe`, `probes.knn_probe`: supervised read-outs of the fine labels.
+- `kmeans.kmeans`: batched k-means on torch (CPU/GPU) or faiss (not re-exported here: the
+  function would shadow its module).
+"""
+
+from ncfine.analysis.collapse import NCAccumulator, nc_metrics
+from ncfine.analysis.probes import knn_probe, linear_probe
+from ncfine.analysis.recovery import cluster_accuracy, fine_recovery
+
+__all__ = ["nc_metrics", "NCAccumulator", "fine_recovery", "cluster_accuracy", "linear_probe", "knn_probe"]

@@ -1,0 +1,42 @@
+"""Input checks shared by the analysis functions: each failure is a one-line ValueError."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_features(features: torch.Tensor, name: str = "features") -> torch.Tensor:
+    """Require a non-empty 2-D floating tensor of finite values."""
+    if not isinstance(features, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(features.shape)}")
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(features.shape)}); need at least one sample and one dimension")
+    if not features.is_floating_point():
+        features = features.float()
+    bad = ~torch.isfinite(features).all(dim=1)
+    n_bad = int(bad.sum())
+    if n_bad:
+        raise ValueError(
+            f"{name} contain NaN or Inf in {n_bad} of {features.shape[0]} rows; "
+            "check the training run for divergence (loss NaN) before analysing"
+        )
+    return features
+
+
+def check_labels(labels: torch.Tensor, n: int, name: str = "labels", num_classes: int | None = None) -> torch.Tensor:
+    """Require (N,) integer labels in [0, num_classes) matching N samples."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N,), got {type(labels).__name__}")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) to match the features, got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer class ids, got dtype {labels.dtype}")
+    labels = labels.long()
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0:
+        raise ValueError(f"{name} contain negative class id {lo}; class ids must be in [0, C)")
+    if num_classes is not None and hi >= num_classes:
+        raise ValueError(f"{name} contain class id {hi}, outside [0, {num_classes}) for num_classes={num_classes}")
+    return labels

@@ -1,0 +1,57 @@
+"""Base class of the analysis callbacks: schedule, shared features, rank-0 compute, logging."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pytorch_lightning as pl
+
+from ncfine.callbacks.features import Features, FeatureStore
+from ncfine.utils.errors import ConfigError
+
+VALID_SPLITS = ("train", "test")
+
+
+class EpochAnalysisCallback(pl.Callback):
+    """Runs `compute(trainer, pl_module) -> dict[str, float]` every `every_n_epochs` and at the end of fit.
+
+    The result is computed once (rank 0), broadcast, and logged with `pl_module.log_dict`, so it
+    reaches every Lightning logger, metrics.csv and results.json.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, splits: Sequence[str] = ("train", "test"), max_samples: int | None = None):
+        if not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
+            raise ConfigError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
+        bad = [s for s in splits if s not in VALID_SPLITS]
+        if bad:
+            raise ConfigError(f"unknown analysis split(s) {bad}; valid splits are {list(VALID_SPLITS)}")
+        if max_samples is not None and max_samples <= 0:
+            raise ConfigError(f"max_samples must be positive or null, got {max_samples!r}")
+        self.every_n_epochs = every_n_epochs
+        self.splits = tuple(splits)
+        self.max_samples = max_samples
+        self.last_epoch: int | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    def should_run(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        return epoch % self.every_n_epochs == 0 or last or trainer.should_stop
+
+    def features(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> Features:
+        """This epoch's features of `split` (a fixed random subset of `max_samples` if set)."""
+        return FeatureStore.of(trainer).get(trainer, pl_module, split, self.max_samples)
+
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        raise NotImplementedError
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.should_run(trainer):
+            return
+        # Every rank extracts its shard (the gather inside needs all of them); rank 0 computes.
+        metrics = self.compute(trainer, pl_module) if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            metrics = trainer.strategy.broadcast(metrics, src=0)
+        self.last_epoch, self.last_metrics = trainer.current_epoch, dict(metrics or {})
+        if metrics:
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)

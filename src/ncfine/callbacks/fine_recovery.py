@@ -1,0 +1,86 @@
+"""Fine-class recovery from coarse-trained features every n epochs (Yang, Steinhardt & Hu 2023)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ncfine.analysis.recovery import fine_recovery, knn_probe, linear_probe
+from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
+from ncfine.utils.errors import ConfigError
+from ncfine.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+
+VALID_MODES = ("per_coarse", "global")
+
+
+class FineRecoveryCallback(EpochAnalysisCallback):
+    """Logs how much fine-class structure survives in the features:
+
+    - `fine/<split>/kmeans_<mode>_{acc,nmi,ari}`: k-means per coarse class (the paper's protocol:
+      k = number of fine classes in the coarse class) or globally (k = number of fine classes),
+      scored by Hungarian-matched accuracy, NMI and ARI;
+    - `fine/probe_acc`: a linear probe of fine labels fit on train features, scored on test;
+    - `fine/knn_acc`: cosine k-NN of test features against train features.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        splits: Sequence[str] = ("test",),
+        max_samples: int | None = None,
+        modes: Sequence[str] = VALID_MODES,
+        normalize: str = "none",
+        kmeans_backend: str = "auto",
+        kmeans_n_init: int = 10,
+        kmeans_max_iter: int = 100,
+        probe: bool = True,
+        probe_weight_decay: float = 1e-4,
+        probe_max_iter: int = 100,
+        knn: bool = True,
+        knn_k: int = 20,
+        seed: int = 0,
+    ):
+        super().__init__(every_n_epochs, splits, max_samples)
+        bad = [m for m in modes if m not in VALID_MODES]
+        if bad:
+            raise ConfigError(f"unknown fine-recovery mode(s) {bad}; valid modes are {list(VALID_MODES)}")
+        self.modes = tuple(modes)
+        self.kmeans_kwargs = dict(
+            normalize=normalize, backend=kmeans_backend, n_init=kmeans_n_init, max_iter=kmeans_max_iter, seed=seed
+        )
+        self.probe, self.probe_weight_decay, self.probe_max_iter = probe, probe_weight_decay, probe_max_iter
+        self.knn, self.knn_k = knn, knn_k
+        self._skip_logged = False
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # Fail before the first epoch, not after it, when the backend cannot run here.
+        from ncfine.analysis.kmeans import resolve_backend
+
+        resolve_backend(self.kmeans_kwargs["backend"])
+
+    def compute(self, trainer, pl_module) -> dict[str, float]:
+        hierarchy = trainer.datamodule.hierarchy
+        if hierarchy.is_identity:
+            if not self._skip_logged:
+                log.info("fine recovery skipped: the data's coarse and fine labels are identical (no hidden classes)")
+                self._skip_logged = True
+            return {}
+        metrics: dict[str, float] = {}
+        for split in self.splits:
+            feats = self.features(trainer, pl_module, split)
+            for mode in self.modes:
+                result = fine_recovery(feats.h, feats.coarse, feats.fine, mode=mode, **self.kmeans_kwargs)
+                for name in ("acc", "nmi", "ari"):
+                    metrics[f"fine/{split}/kmeans_{mode}_{name}"] = float(result[name])
+        if self.probe or self.knn:
+            train, test = self.features(trainer, pl_module, "train"), self.features(trainer, pl_module, "test")
+            if self.probe:
+                probe = linear_probe(
+                    train.h, train.fine, test.h, test.fine,
+                    weight_decay=self.probe_weight_decay, max_iter=self.probe_max_iter, num_classes=hierarchy.num_fine,
+                )
+                metrics["fine/probe_acc"] = float(probe["acc"])
+            if self.knn:
+                metrics["fine/knn_acc"] = float(knn_probe(train.h, train.fine, test.h, test.fine, k=self.knn_k)["acc"])
+        return metrics

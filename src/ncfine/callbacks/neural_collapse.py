@@ -1,0 +1,40 @@
+"""NC1-NC4 of the penultimate features every n epochs (Papyan, Han & Donoho 2020)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ncfine.analysis.collapse import nc_metrics
+from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
+
+
+class NeuralCollapseCallback(EpochAnalysisCallback):
+    """Logs `nc/<split>/<metric>` against the coarse (training) labels and the classifier head, and,
+    with `fine=True`, `nc/<split>/fine/<metric>` against the fine labels (no classifier: the head
+    only knows coarse classes), since how collapsed the fine classes are is the point of the study.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        splits: Sequence[str] = ("train", "test"),
+        max_samples: int | None = None,
+        fine: bool = True,
+    ):
+        super().__init__(every_n_epochs, splits, max_samples)
+        self.fine = fine
+
+    def compute(self, trainer, pl_module) -> dict[str, float]:
+        head = pl_module.head
+        weight = head.weight.detach()
+        bias = head.bias.detach() if head.bias is not None else None
+        hierarchy = trainer.datamodule.hierarchy
+        metrics: dict[str, float] = {}
+        for split in self.splits:
+            feats = self.features(trainer, pl_module, split)
+            coarse = nc_metrics(feats.h, feats.coarse, weight, bias, num_classes=hierarchy.num_coarse)
+            metrics.update({f"nc/{split}/{k}": float(v) for k, v in coarse.items()})
+            if self.fine and not hierarchy.is_identity:
+                fine = nc_metrics(feats.h, feats.fine, num_classes=hierarchy.num_fine)
+                metrics.update({f"nc/{split}/fine/{k}": float(v) for k, v in fine.items()})
+        return metrics

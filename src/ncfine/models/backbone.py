@@ -1,0 +1,152 @@
+"""Backbones: any timm model (or an ncfine one such as "mlp") as a map x -> pooled penultimate features h.
+
+`create_backbone(name)` builds `timm.create_model(name, num_classes=0, ...)`, whose forward is
+`forward_head(forward_features(x), pre_logits=True)`: the globally pooled features (B, D) that
+Neural Collapse studies (Papyan, Han & Donoho 2020), with no classifier. The classifier's linear
+head (W, b) lives in `ncfine.models.classifier`, so NC3/NC4 can read it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ncfine.models.mlp import create_mlp
+from ncfine.models.small_input import ImgSize, rule_for
+from ncfine.utils.errors import ConfigError
+
+# Backbones that ncfine builds itself; each takes (in_chans=, img_size=, **kwargs) and returns a
+# module with a `num_features` attribute. Checked before timm's names.
+NCFINE_BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": create_mlp,
+}
+
+# Prefixes that make timm load a model definition from elsewhere; their names are not in timm's list.
+_EXTERNAL_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def create_backbone(
+    name: str,
+    small_input: bool = False,
+    *,
+    pretrained: bool = False,
+    in_chans: int = 3,
+    img_size: ImgSize = None,
+    **kwargs,
+) -> tuple[nn.Module, int]:
+    """(module mapping images (B, C, H, W) to features (B, D), D).
+
+    name: a timm model name (`timm.list_models()`, optionally with a pretrained tag such as
+        "resnet18.a1_in1k") or an ncfine backbone (`NCFINE_BACKBONES`: "mlp").
+    small_input: adapt the stem to 32x32-and-smaller images with the family's rule in
+        `ncfine.models.small_input.SMALL_INPUT_RULES`; a family without a rule is used unchanged, with a warning.
+    pretrained: load timm's pretrained weights (needs them downloaded or cached; off by default,
+        since ncfine's runs train from scratch and compute nodes are often offline).
+    in_chans, img_size: from the data; img_size is passed to timm only by rules that need it (ViT).
+    kwargs: passed on to `timm.create_model` (e.g. drop_rate, drop_path_rate); they override a rule's kwargs.
+
+    The module is the timm model itself (num_classes=0), so its timm methods (set_grad_checkpointing,
+    group_matcher, no_weight_decay, ...) stay available.
+    """
+    if name in NCFINE_BACKBONES:
+        if pretrained:
+            raise ConfigError(f"backbone {name!r} has no pretrained weights; set pretrained=false")
+        module = NCFINE_BACKBONES[name](in_chans=in_chans, img_size=img_size, **kwargs)
+        return module, int(module.num_features)
+
+    check_backbone_name(name)
+    if small_input:
+        family, rule = rule_for(_model_class(name, in_chans, kwargs))
+        if rule is None:
+            warnings.warn(
+                f"small_input: no rule for timm family {family!r} (backbone {name!r}); using it unchanged. "
+                f"Rules exist for: {', '.join(_rule_families())}. Pass backbone_kwargs (e.g. img_size) yourself "
+                "or add a rule to ncfine.models.small_input.SMALL_INPUT_RULES",
+                stacklevel=2,
+            )
+        elif rule.create_kwargs is not None:
+            kwargs = {**rule.create_kwargs(img_size), **kwargs}
+    else:
+        rule = None
+
+    model = _create_timm(name, in_chans, kwargs, pretrained=pretrained)
+    if rule is not None and rule.patch is not None:
+        if pretrained and rule.discards_pretrained:
+            warnings.warn(
+                f"small_input replaces the ImageNet stem of pretrained {name!r}: a 7x7 stem conv is newly "
+                "initialised (3x3 deep-stem convs keep their weights, with stride 1)",
+                stacklevel=2,
+            )
+        rule.patch(model)
+    return model, feature_dim(model)
+
+
+def feature_dim(model: nn.Module) -> int:
+    """D of a timm model built with num_classes=0: the pre-logits width (`head_hidden_size`), else `num_features`."""
+    dim = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
+    if not dim:
+        raise ConfigError(f"cannot tell the feature dimension of {type(model).__name__}: no head_hidden_size/num_features")
+    return int(dim)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a one-line ConfigError with the closest known names when `name` is not a timm or ncfine backbone."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backbone must be a timm model name (see timm.list_models()), got {name!r}")
+    if name.startswith(_EXTERNAL_PREFIXES):
+        return
+    arch, _tag = split_model_name_tag(name)
+    if timm.is_model(arch):
+        return
+    known = list(NCFINE_BACKBONES) + timm.list_models()
+    close = difflib.get_close_matches(arch, known, n=6, cutoff=0.6)
+    hint = f"closest names: {', '.join(close)}" if close else "no close match"
+    raise ConfigError(f"unknown backbone {name!r}; {hint} (all names: timm.list_models(), plus {', '.join(NCFINE_BACKBONES)})")
+
+
+def _rule_families() -> list[str]:
+    from ncfine.models.small_input import SMALL_INPUT_RULES
+
+    return list(SMALL_INPUT_RULES)
+
+
+def _model_class(name: str, in_chans: int, kwargs: dict) -> type:
+    """The class timm would build for `name`, found by building it on the meta device (no memory, milliseconds)."""
+    try:
+        with torch.device("meta"):
+            return type(_create_timm(name, in_chans, kwargs, pretrained=False))
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a model whose init cannot run on meta: build it for real once
+        return type(_create_timm(name, in_chans, kwargs, pretrained=False))
+
+
+def _create_timm(name: str, in_chans: int, kwargs: dict, *, pretrained: bool) -> nn.Module:
+    """`timm.create_model(name, num_classes=0, ...)` with one-line errors for bad kwargs and unavailable weights."""
+    import timm
+
+    try:
+        return timm.create_model(name, num_classes=0, pretrained=pretrained, in_chans=in_chans, **kwargs)
+    except TypeError as exc:
+        if not kwargs:
+            raise
+        raise ConfigError(f"backbone {name!r} rejected its kwargs {kwargs}: {_first_line(exc)}") from exc
+    except (OSError, RuntimeError) as exc:
+        if not pretrained:
+            raise
+        raise ConfigError(
+            f"cannot load pretrained weights for backbone {name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+            "without internet, download them into the Hugging Face cache first (HF_HOME), or set pretrained=false"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

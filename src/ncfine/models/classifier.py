@@ -1,0 +1,232 @@
+"""`CoarseClassifier`: a backbone h = f(x) and a linear head z = W h + b trained with cross-entropy on coarse labels.
+
+This is the setting of Yang, Steinhardt & Hu (ICML 2023): train on coarse labels (e.g. CIFAR-10 with
+two fine classes merged per superclass) and ask how much fine structure survives in h. The
+analysis callbacks read `features(x)` (h) and `head` (W, b) for NC1-NC4 (Papyan, Han & Donoho 2020).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from ncfine.models.backbone import create_backbone
+from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
+from ncfine.utils.errors import ConfigError, DivergedError
+
+LABEL_COLUMNS = {"coarse": 1, "fine": 2}  # position in the batch (image, coarse, fine, index)
+
+
+class CoarseClassifier(pl.LightningModule):
+    """Backbone + linear head, trained with cross-entropy on the batch's `label_level` column ("coarse").
+
+    backbone, small_input, pretrained, in_chans, img_size, backbone_kwargs: see `create_backbone`.
+    optimizer: a factory params -> Optimizer (Hydra `_partial_: true`, e.g. partial(torch.optim.SGD, lr=0.1,
+        weight_decay=5e-4)). Its bound `weight_decay` keyword is read to build the parameter groups, which
+        then carry it (norm/bias params get 0 when exclude_norm_bias_from_wd). None is allowed for a model
+        only used for inference (e.g. reloaded with `load_from_checkpoint` for analysis); fitting then fails.
+    scheduler: a factory from `ncfine.optim.schedulers` (optimizer, max_epochs=, steps_per_epoch=) -> Lightning
+        scheduler config, or None for a constant lr.
+    channels_last: keep conv weights and inputs in NHWC (faster convolutions on tensor-core GPUs).
+    compile: compile the backbone with torch.compile (in place, so checkpoint keys do not change); a dict
+        is passed to torch.compile as keyword arguments (e.g. {"mode": "max-autotune"}) and implies True.
+    label_level: which label column to train on, "coarse" or "fine"; `train/acc`, `val/acc` refer to it.
+    log_fine_upper: also log `val/fine_acc_upper` (= val accuracy), the fine accuracy of a model trained on
+        the fine labels themselves (identity hierarchy), the upper bound for fine recovery.
+    nan_check_every_n_steps: how often the device-side non-finite-loss flag is read on the host
+        (also at the end of each epoch); a non-finite loss raises DivergedError.
+
+    Logged (epoch-level only, to keep the training loop free of host syncs): train/loss, train/acc, train/lr,
+    val/loss, val/acc, and val/fine_acc_upper when log_fine_upper.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., dict] | None = None,
+        *,
+        small_input: bool = True,
+        pretrained: bool = False,
+        in_chans: int = 3,
+        img_size: int | tuple[int, int] | None = None,
+        backbone_kwargs: dict | None = None,
+        exclude_norm_bias_from_wd: bool = True,
+        channels_last: bool = False,
+        compile: bool | dict = False,
+        label_level: str = "coarse",
+        log_fine_upper: bool = False,
+        nan_check_every_n_steps: int = 50,
+    ):
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if label_level not in LABEL_COLUMNS:
+            raise ConfigError(f"label_level must be one of {sorted(LABEL_COLUMNS)}, got {label_level!r}")
+        if not isinstance(nan_check_every_n_steps, int) or nan_check_every_n_steps < 1:
+            raise ConfigError(f"nan_check_every_n_steps must be a positive integer, got {nan_check_every_n_steps!r}")
+        check_optimizer(optimizer)
+        backbone_kwargs = _plain_dict(backbone_kwargs)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+
+        self.backbone, self.feature_dim = create_backbone(
+            backbone,
+            small_input,
+            pretrained=pretrained,
+            in_chans=in_chans,
+            img_size=img_size,
+            **backbone_kwargs,
+        )
+        self.head = nn.Linear(self.feature_dim, num_classes)
+        self._optimizer_factory = optimizer
+        self._scheduler_factory = scheduler
+        self._label_column = LABEL_COLUMNS[label_level]
+        self._channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            # nn.Module.compile compiles in place: state_dict keys stay "backbone.*" (no "_orig_mod").
+            self.backbone.compile(**_plain_dict(compile if not isinstance(compile, bool) else None))
+
+        # validate_args=False: the argument checks read tensors on the host every step.
+        accuracy = dict(num_classes=num_classes, average="micro", validate_args=False)
+        self.train_acc = MulticlassAccuracy(**accuracy)
+        self.val_acc = MulticlassAccuracy(**accuracy)
+        self.val_fine_acc_upper = MulticlassAccuracy(**accuracy) if log_fine_upper else None
+        # True on the loss's device once a training loss was non-finite; read on the host only every few
+        # steps. A plain attribute, not a buffer: DDP would overwrite every rank's buffers with rank 0's.
+        self._nonfinite_loss: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------------------- forward
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features h (B, D). Does not change train/eval mode: callers that analyse features
+        put the module in eval mode first (BatchNorm running statistics, no dropout)."""
+        if self._channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits z = W h + b (B, num_classes)."""
+        return self.head(self.features(x))
+
+    # ---------------------------------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        image, target = batch[0], batch[self._label_column]
+        logits = self(image)
+        loss = F.cross_entropy(logits, target)
+        bad = ~torch.isfinite(loss.detach())
+        self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
+        self.train_acc.update(logits.detach(), target)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=target.shape[0])
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=target.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        last_batch = batch_idx + 1 == self.trainer.num_training_batches
+        if last_batch or (batch_idx + 1) % self.hparams.nan_check_every_n_steps == 0:
+            self._raise_if_diverged()
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_diverged()
+        lr = self._current_lr()
+        if lr is not None:  # the lr this epoch trained with (epoch schedulers step after this hook)
+            self.log("train/lr", float(lr), on_step=False, on_epoch=True, batch_size=1)
+
+    def _raise_if_diverged(self) -> None:
+        """One host sync: raise DivergedError if any rank saw a non-finite loss since the last check."""
+        # Every rank must join the reduction below, also one that has not trained a step yet.
+        flag = torch.zeros((), device=self.device) if self._nonfinite_loss is None else self._nonfinite_loss.float()
+        if self.trainer.world_size > 1:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="sum")
+        if bool(flag > 0):
+            lr = self._current_lr()
+            raise DivergedError(
+                f"non-finite training loss at epoch {self.current_epoch} (step {self.global_step}, lr {lr}); "
+                "lower optimizer.lr or check the data",
+                epoch=self.current_epoch,
+            )
+
+    def _current_lr(self) -> float | None:
+        try:
+            return self.trainer.optimizers[0].param_groups[0]["lr"]
+        except (AttributeError, IndexError, RuntimeError):
+            return None
+
+    # -------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch, batch_idx: int) -> None:
+        image, target = batch[0], batch[self._label_column]
+        logits = self(image)
+        loss = F.cross_entropy(logits, target)
+        batch_size = target.shape[0]
+        self.val_acc.update(logits, target)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        if self.val_fine_acc_upper is not None:
+            self.val_fine_acc_upper.update(logits, target)
+            self.log("val/fine_acc_upper", self.val_fine_acc_upper, on_step=False, on_epoch=True, batch_size=batch_size)
+
+    # ------------------------------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        if self._optimizer_factory is None:
+            raise ConfigError(
+                "CoarseClassifier has no optimizer; pass optimizer=functools.partial(torch.optim.SGD, lr=..., ...)"
+            )
+        weight_decay = optimizer_keywords(self._optimizer_factory).get("weight_decay")
+        groups = build_param_groups(self, weight_decay, exclude_norm_bias=self.hparams.exclude_norm_bias_from_wd)
+        optimizer = self._optimizer_factory(groups)
+        if self._scheduler_factory is None:
+            return optimizer
+        max_epochs, steps_per_epoch = self._schedule_length()
+        scheduler = self._scheduler_factory(optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _schedule_length(self) -> tuple[int | None, int | None]:
+        """(max_epochs, optimizer steps per epoch); None where the trainer has no epoch budget (max_epochs -1/None)."""
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            return None, None
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            return max_epochs, None
+        return max_epochs, max(1, int(total) // max_epochs)
+
+
+def check_optimizer(optimizer: Callable | None) -> None:
+    """One-line ConfigError for a non-positive lr or a negative weight_decay bound in the optimizer factory."""
+    if optimizer is None:
+        return
+    if not callable(optimizer):
+        raise ConfigError(f"optimizer must be a factory params -> torch.optim.Optimizer (Hydra _partial_: true), got {optimizer!r}")
+    keywords = optimizer_keywords(optimizer)
+    lr, weight_decay = keywords.get("lr"), keywords.get("weight_decay")
+    if lr is not None and not (_is_number(lr) and lr > 0):
+        raise ConfigError(f"optimizer lr must be a positive number, got {lr!r}")
+    if weight_decay is not None and not (_is_number(weight_decay) and weight_decay >= 0):
+        raise ConfigError(f"optimizer weight_decay must be a number >= 0, got {weight_decay!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain_dict(kwargs) -> dict:
+    """backbone_kwargs as a plain dict (Hydra passes a DictConfig; timm wants plain lists and dicts)."""
+    if kwargs is None:
+        return {}
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(kwargs, DictConfig):
+            return OmegaConf.to_container(kwargs, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf comes with hydra
+        pass
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"backbone_kwargs must be a mapping of timm.create_model kwargs, got {kwargs!r}")
+    return dict(kwargs)

@@ -1,0 +1,207 @@
+"""One training run, from a composed config to the files in its run dir.
+
+compose (train.py) -> validate -> data -> model -> callbacks/loggers -> Trainer.fit -> results.json
+
+Every outcome is written to results.json: `completed`, `failed` (with the error) or `diverged`
+(with the epoch), so a sweep never loses track of a job. Re-running in the same run dir resumes
+from checkpoints/last.ckpt (or previous.ckpt if last is unreadable) and skips completed runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from ncfine.callbacks.run_files import LAST, PREVIOUS, RunFilesCallback
+from ncfine.loggers import finish_loggers, log_run_config
+from ncfine.utils.atomic import atomic_write_json, atomic_write_text
+from ncfine.utils.errors import DivergedError, NcfineError
+from ncfine.utils.instantiate import instantiate
+from ncfine.utils.logging import RankedLogger
+from ncfine.utils.versions import package_versions
+from ncfine.validation import validate_config
+
+log = RankedLogger(__name__)
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir)
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and analyse one configuration; returns the results.json payload (also on failure)."""
+    run_dir = run_dir_of(cfg)
+    previous = read_results(run_dir)
+    if cfg.get("skip_completed", True) and previous and previous.get("status") == "completed":
+        log.info(f"{run_dir} already completed ({previous.get('epochs_completed')} epochs); skipping")
+        return previous
+
+    started = time.monotonic()
+    record = ResultsRecorder(run_dir, cfg)
+    run_files: RunFilesCallback | None = None
+    loggers: list = []
+    try:
+        validate_config(cfg)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        model = instantiate(
+            cfg.model,
+            num_classes=datamodule.num_coarse,
+            in_chans=datamodule.in_chans,
+            img_size=datamodule.image_size,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            log_fine_upper=datamodule.hierarchy.is_identity,
+        )
+        run_files = RunFilesCallback(run_dir, on_epoch_written=record.running)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [run_files]
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+        log_run_config(loggers, cfg)
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                          **requeue_plugins(cfg))
+        ckpt_path = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
+        if trainer.is_global_zero:
+            record.save_config()
+            record.running(0, {}, resumed_from=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        return record.finish("completed", run_files, started)
+    except (SIGTERMException, KeyboardInterrupt):
+        record.finish("running", run_files, started, error="interrupted; re-run the same command to resume")
+        raise
+    except DivergedError as exc:
+        return record.finish("diverged", run_files, started, error=str(exc), diverged_epoch=exc.epoch)
+    except NcfineError as exc:
+        record.finish("failed", run_files, started, error=str(exc))
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure must land in results.json
+        record.finish("failed", run_files, started, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        # W&B: the outcome into the run's summary, then wandb.finish(), so the next job of a
+        # multirun (same process) starts its own W&B run instead of reusing this one.
+        finish_loggers(loggers, read_results(run_dir))
+
+
+def requeue_plugins(cfg: DictConfig) -> dict[str, Any]:
+    """Under submitit on SLURM, submitit requeues a preempted or timed-out job (its launcher's
+    checkpoint() resubmits the same task, which resumes from last.ckpt); Lightning's own SLURM
+    auto-requeue would be a second requeue, so it is turned off there."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or OmegaConf.select(cfg, "trainer.plugins") is not None:
+        return {}
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
+
+
+def find_resume_checkpoint(run_dir: Path) -> str | None:
+    """last.ckpt if it loads, else previous.ckpt if it loads, else None (fresh start)."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    for name in (LAST, PREVIOUS):
+        path = ckpt_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if "state_dict" not in state or "epoch" not in state:
+                raise ValueError("not a Lightning checkpoint")
+        except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the next one
+            log.warning(f"checkpoint {path} is unreadable ({type(exc).__name__}); falling back")
+            continue
+        log.info(f"resuming from {path} (epoch {state['epoch']})")
+        return str(path)
+    return None
+
+
+class ResultsRecorder:
+    """Writes results.json (atomically) as the run progresses and ends."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.summary = config_summary(cfg)
+
+    def save_config(self) -> None:
+        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+
+    def running(self, epochs_completed: int, row: dict, resumed_from: str | None = None) -> None:
+        payload = self._payload("running", None, epochs_completed, None, {k: v for k, v in row.items() if k != "epoch"})
+        if resumed_from:
+            payload["resumed_from"] = resumed_from
+        atomic_write_json(self.run_dir / "results.json", payload)
+
+    def finish(self, status: str, run_files: RunFilesCallback | None, started: float, error: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+        if not _is_rank_zero():
+            return {}
+        epochs = run_files.epochs_completed if run_files else 0
+        wall = run_files.wall_time_s if run_files else time.monotonic() - started
+        metrics = {k: v for k, v in (run_files.last_row if run_files else {}).items() if k != "epoch"}
+        payload = self._payload(status, error, epochs, wall, metrics)
+        payload.update(extra)
+        atomic_write_json(self.run_dir / "results.json", payload)
+        return payload
+
+    def _payload(self, status, error, epochs, wall, metrics) -> dict[str, Any]:
+        return {
+            "status": status,
+            "error": error,
+            "epochs_completed": int(epochs),
+            "wall_time_s": None if wall is None else round(float(wall), 3),
+            "metrics": metrics,
+            "config": self.summary,
+            "versions": package_versions(),
+            "run_dir": str(self.run_dir),
+        }
+
+
+def config_summary(cfg: DictConfig) -> dict[str, Any]:
+    """The handful of config values a sweep table is indexed by."""
+    select = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+    return {
+        "backbone": select("model.backbone"),
+        "lr": select("optimizer.lr"),
+        "weight_decay": select("optimizer.weight_decay"),
+        "optimizer": str(select("optimizer._target_")).rsplit(".", 1)[-1],
+        "scheduler": str(select("scheduler._target_")).rsplit(".", 1)[-1],
+        "data": _choice("data") or str(select("data.source._target_")).rsplit(".", 1)[-1],
+        "hierarchy": OmegaConf.to_container(select("data.hierarchy")) if OmegaConf.is_config(select("data.hierarchy"))
+        else select("data.hierarchy"),
+        "batch_size": select("data.batch_size"),
+        "max_epochs": select("trainer.max_epochs"),
+        "seed": select("seed"),
+        "task_name": select("task_name"),
+        "sweep_name": select("sweep_name"),
+    }
+
+
+def _choice(group: str) -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except Exception:  # noqa: BLE001 - outside a Hydra run (compose API, notebooks)
+        return None
+
+
+def _is_rank_zero() -> bool:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0

@@ -1,0 +1,259 @@
+"""`ncfine-plot RUN_DIR`: a run's curves and feature geometry as PNGs in RUN_DIR/plots/.
+
+    ncfine-plot logs/train/runs/default            # nc_curves.png, recovery_curves.png (+ pca_test.png)
+
+- `nc_curves.png`: NC1-NC4 (Papyan, Han & Donoho 2020) vs epoch, train solid and test dashed,
+  log scale; the NC1 panel also shows NC1 of the fine classes (dotted), which coarse training
+  does not collapse as far (Yang, Steinhardt & Hu 2023).
+- `recovery_curves.png`: fine-class recovery from the coarse-trained features vs epoch (k-means
+  per superclass / global, linear probe, k-NN), with the coarse val accuracy for reference.
+- `pca_<split>.png`: for each superclass, the 2-D PCA of its features coloured by fine class.
+  Written at the end of training by `ncfine.callbacks.plots.PlotsCallback`; `ncfine-plot`
+  redraws it when the run saved its features (`features_<split>.pt`).
+
+Every function takes data, not paths, where it can (`plot_pca(h, coarse, fine)` takes tensors),
+and uses matplotlib's object API with the Agg canvas: no pyplot state, no display needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+NC_METRICS = ("nc1", "nc2", "nc3", "nc4")
+SPLIT_STYLES = {"train": "-", "test": "--"}
+SPLIT_COLORS = {"train": "C0", "test": "C1"}
+RECOVERY_ACC = (
+    ("fine/{split}/kmeans_per_coarse_acc", "k-means per superclass"),
+    ("fine/{split}/kmeans_global_acc", "k-means global"),
+)
+RECOVERY_SCORES = (("fine/{split}/kmeans_per_coarse_nmi", "NMI per superclass"),
+                   ("fine/{split}/kmeans_global_nmi", "NMI global"),
+                   ("fine/{split}/kmeans_per_coarse_ari", "ARI per superclass"),
+                   ("fine/{split}/kmeans_global_ari", "ARI global"))
+REFERENCE = (("fine/probe_acc", "linear probe (fine)", "-."), ("fine/knn_acc", "k-NN (fine)", ":"),
+             ("val/acc", "coarse val acc", "-"), ("val/fine_acc_upper", "fine val acc (fine training)", "--"))
+
+
+def _figure(nrows: int, ncols: int, width: float = 4.0, height: float = 3.2):
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Figure, path: str | Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """The run's metrics.csv (one row per epoch, `epoch` first)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: RUN_DIR must be an ncfine run dir (it holds metrics.csv)")
+    return pd.read_csv(path)
+
+
+def _series(metrics: pd.DataFrame, key: str) -> pd.Series | None:
+    if key not in metrics.columns:
+        return None
+    values = pd.to_numeric(metrics[key], errors="coerce")
+    return values if values.notna().any() else None
+
+
+def _epoch_axis(ax) -> None:
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _log_if_positive(ax, columns: list[pd.Series]) -> None:
+    values = pd.concat(columns).dropna() if columns else pd.Series(dtype=float)
+    if len(values) and (values > 0).all():
+        ax.set_yscale("log")
+
+
+def plot_nc_curves(metrics: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
+    """NC1-NC4 vs epoch, train (solid) and test (dashed); fine-class NC1 dotted. None if no NC columns."""
+    if not any(_series(metrics, f"nc/{s}/{m}") is not None for s in SPLIT_STYLES for m in NC_METRICS):
+        return None
+    fig, axes = _figure(1, len(NC_METRICS))
+    epoch = metrics["epoch"]
+    for ax, name in zip(axes[0], NC_METRICS):
+        drawn = []
+        for split, style in SPLIT_STYLES.items():
+            for key, label, line in ((f"nc/{split}/{name}", split, style),
+                                     (f"nc/{split}/fine/{name}", f"{split} (fine classes)", ":")):
+                if name != "nc1" and "/fine/" in key:
+                    continue  # the fine classes have no classifier, so only their NC1 is comparable
+                values = _series(metrics, key)
+                if values is not None:
+                    ax.plot(epoch, values, line, marker=".", color=SPLIT_COLORS[split], label=label)
+                    drawn.append(values)
+        _log_if_positive(ax, drawn)
+        ax.set_title(name.upper())
+        _epoch_axis(ax)
+        if drawn:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+    return fig
+
+
+def plot_recovery_curves(metrics: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
+    """Fine-class recovery accuracy (and NMI/ARI) vs epoch. None if the run logged no recovery metrics."""
+    splits = [s for s in SPLIT_STYLES if any(_series(metrics, k.format(split=s)) is not None
+                                              for k, _ in RECOVERY_ACC + RECOVERY_SCORES)]
+    references = [(k, lbl, st) for k, lbl, st in REFERENCE if _series(metrics, k) is not None]
+    if not splits and not any(k.startswith("fine/") for k, _, _ in references):
+        return None
+    fig, axes = _figure(1, 2, width=5.0)
+    epoch = metrics["epoch"]
+    acc_ax, score_ax = axes[0]
+    for split in splits:
+        for key, label in RECOVERY_ACC:
+            values = _series(metrics, key.format(split=split))
+            if values is not None:
+                acc_ax.plot(epoch, values, SPLIT_STYLES[split], marker=".", label=f"{label} ({split})")
+        for key, label in RECOVERY_SCORES:
+            values = _series(metrics, key.format(split=split))
+            if values is not None:
+                score_ax.plot(epoch, values, SPLIT_STYLES[split], marker=".", label=f"{label} ({split})")
+    for key, label, style in references:
+        acc_ax.plot(epoch, _series(metrics, key), style, color="grey" if key.startswith("val/") else None,
+                    label=label)
+    acc_ax.set_title("fine-class recovery: accuracy")
+    score_ax.set_title("fine-class recovery: NMI / ARI")
+    for ax in (acc_ax, score_ax):
+        _epoch_axis(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+    return fig
+
+
+def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project rows of `x` (N, D) on their top-2 principal components, in float64.
+
+    Returns (N, 2) coordinates and the fraction of variance each component explains. Centred
+    first (two-pass), then the eigendecomposition of the smaller Gram matrix: X Xᵀ (N x N) when
+    N <= D, giving coordinates U·sqrt(λ), else Xᵀ X (D x D), giving X·V.
+    """
+    x = x.detach().to("cpu", torch.float64)
+    x = x - x.mean(dim=0, keepdim=True)
+    n, d = x.shape
+    coords = torch.zeros(n, 2, dtype=torch.float64)
+    explained = torch.zeros(2, dtype=torch.float64)
+    if n < 2 or d < 1:
+        return coords, explained
+    gram = x @ x.T if n <= d else x.T @ x
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
+    k = min(2, eigenvalues.numel())
+    top = eigenvalues.flip(0)[:k].clamp_min(0.0)
+    vectors = eigenvectors.flip(1)[:, :k]
+    coords[:, :k] = vectors * top.sqrt() if n <= d else x @ vectors
+    explained[:k] = top / eigenvalues.clamp_min(0.0).sum().clamp_min(torch.finfo(torch.float64).tiny)
+    return coords, explained
+
+
+def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: str | Path | None = None,
+             title: str | None = None, max_per_coarse: int | None = 500, seed: int = 0):
+    """One panel per superclass: 2-D PCA of that superclass's features, coloured by fine class.
+
+    If the features of a superclass still separate by fine class here, coarse training did not
+    collapse them (Yang, Steinhardt & Hu 2023, Fig. 1). At most `max_per_coarse` points per panel
+    (a fixed random subset, for legible plots).
+    """
+    if h.ndim != 2 or coarse.shape[0] != h.shape[0] or fine.shape[0] != h.shape[0]:
+        raise ValueError(f"plot_pca needs h (N, D) with N coarse and N fine labels, got h {tuple(h.shape)}, "
+                         f"coarse {tuple(coarse.shape)}, fine {tuple(fine.shape)}")
+    coarse, fine = coarse.detach().cpu().long(), fine.detach().cpu().long()
+    classes = torch.unique(coarse).tolist()
+    ncols = min(5, max(1, len(classes)))
+    nrows = math.ceil(len(classes) / ncols)
+    fig, axes = _figure(nrows, ncols, width=3.2, height=3.0)
+    generator = torch.Generator().manual_seed(seed)
+    for ax in axes.flat[len(classes):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.flat, classes):
+        rows = torch.nonzero(coarse == c).squeeze(1)
+        if max_per_coarse is not None and rows.numel() > max_per_coarse:
+            rows = rows[torch.randperm(rows.numel(), generator=generator)[:max_per_coarse]].sort().values
+        coords, explained = pca_2d(h.detach()[rows.to(h.device)])
+        labels = fine[rows]
+        for i, f in enumerate(torch.unique(labels).tolist()):
+            mask = labels == f
+            ax.scatter(coords[mask, 0].numpy(), coords[mask, 1].numpy(), s=6, alpha=0.7,
+                       color=f"C{i % 10}", label=f"fine {f}")
+        ax.set_title(f"superclass {c}", fontsize="medium")
+        ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="small")
+        ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.legend(fontsize="x-small", markerscale=2)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+    return fig
+
+
+def short_name(run_dir: str | Path, width: int = 90) -> str:
+    """A run dir's name (its overrides) cut to fit a figure title."""
+    name = Path(run_dir).name
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def render_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write every plot the run's files allow into `out_dir` (default RUN_DIR/plots); return the paths."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    metrics = read_metrics(run_dir)
+    written = []
+    name = short_name(run_dir)
+    if plot_nc_curves(metrics, out_dir / "nc_curves.png", title=name) is not None:
+        written.append(out_dir / "nc_curves.png")
+    if plot_recovery_curves(metrics, out_dir / "recovery_curves.png", title=name) is not None:
+        written.append(out_dir / "recovery_curves.png")
+    for features in sorted(run_dir.glob("features_*.pt")):
+        split = features.stem.split("_", 1)[1]
+        saved = torch.load(features, map_location="cpu", weights_only=True)
+        plot_pca(saved["h"], saved["coarse"], saved["fine"], out_dir / f"pca_{split}.png", title=f"{name}: {split}")
+        written.append(out_dir / f"pca_{split}.png")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ncfine-plot", description="Plot an ncfine run's curves into RUN_DIR/plots/.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir(s) holding metrics.csv")
+    parser.add_argument("--out", default=None, help="output dir (default: RUN_DIR/plots)")
+    args = parser.parse_args(argv)
+    for run_dir in args.run_dirs:
+        try:
+            written = render_run(run_dir, args.out)
+        except (FileNotFoundError, ValueError, pd.errors.ParserError) as exc:
+            print(f"ncfine-plot: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        existing = sorted((Path(args.out) if args.out else Path(run_dir) / "plots").glob("pca_*.png"))
+        for path in sorted(set(written) | set(existing)):
+            print(path)
+        if not written:
+            print(f"ncfine-plot: {run_dir}: metrics.csv has no NC or recovery columns yet", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

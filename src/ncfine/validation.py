@@ -1,0 +1,84 @@
+"""Checks on a composed config that must fail before any data is loaded or any step is taken.
+
+Each check raises a one-line ConfigError naming the bad value and what would be valid.
+Constructors check their own arguments too; these are the ones that span config groups or
+must not wait for instantiation (a missing GPU, a logger whose package is absent).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ncfine.utils.errors import ConfigError, MissingDependencyError
+
+Check = Callable[[DictConfig], None]
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    CHECKS.append(fn)
+    return fn
+
+
+def validate_config(cfg: DictConfig) -> None:
+    for fn in CHECKS:
+        fn(cfg)
+
+
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=None)
+
+
+@check
+def _optimizer(cfg: DictConfig) -> None:
+    lr, wd = _get(cfg, "optimizer.lr"), _get(cfg, "optimizer.weight_decay")
+    if lr is None or not isinstance(lr, (int, float)) or lr <= 0:
+        raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
+    if wd is not None and (not isinstance(wd, (int, float)) or wd < 0):
+        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {wd!r}")
+
+
+@check
+def _trainer(cfg: DictConfig) -> None:
+    epochs = _get(cfg, "trainer.max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+        raise ConfigError(f"trainer.max_epochs must be a positive integer, got {epochs!r}")
+    accelerator = str(_get(cfg, "trainer.accelerator") or "auto").lower()
+    if accelerator in {"gpu", "cuda"} and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but no CUDA GPU is available on this machine; "
+            "use trainer.accelerator=cpu (or auto)"
+        )
+
+
+@check
+def _data(cfg: DictConfig) -> None:
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        value = _get(cfg, key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+@check
+def _callbacks(cfg: DictConfig) -> None:
+    for name, callback in (_get(cfg, "callbacks") or {}).items():
+        every = callback.get("every_n_epochs") if isinstance(callback, DictConfig) else None
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+            raise ConfigError(f"callbacks.{name}.every_n_epochs must be a positive integer, got {every!r}")
+
+
+@check
+def _loggers(cfg: DictConfig) -> None:
+    needs = {"WandbLogger": ("wandb", "wandb", "logger=wandb"), "make_wandb_logger": ("wandb", "wandb", "logger=wandb"),
+             "TensorBoardLogger": ("tensorboard", "tensorboard", "logger=tensorboard")}
+    for logger in (_get(cfg, "logger") or {}).values():
+        target = str(logger.get("_target_", "")) if isinstance(logger, DictConfig) else ""
+        for cls, (module, extra, feature) in needs.items():
+            if target.endswith(cls) and importlib.util.find_spec(module) is None:
+                if module == "tensorboard" and importlib.util.find_spec("tensorboardX") is not None:
+                    continue
+                raise MissingDependencyError(module, extra, feature)

@@ -1,0 +1,220 @@
+"""ncfine-collect and ncfine-plot on run dirs written to disk (the files a sweep leaves behind)."""
+
+import csv
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+from ncfine.collect import (
+    CollectError, aggregate_seeds, heatmap_grid, load_runs, load_wandb_runs, run_from_wandb, summarize,
+    write_heatmaps,
+)
+from ncfine.plot import pca_2d, plot_pca, render_run
+
+BACKBONES = ("resnet18", "vgg16_bn")
+LRS = (0.1, 0.01)
+WDS = (5e-4, 5e-5)
+
+
+def fake_job(root: Path, backbone, lr, wd, seed, status="completed", metrics=None, results=True, extra=()):
+    """A job dir as Hydra + ncfine leave it: .hydra/{overrides,config,hydra}.yaml and results.json."""
+    overrides = [f"model.backbone={backbone}", f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}", f"seed={seed}",
+                 *extra]
+    job = root / ",".join(overrides)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / ".hydra" / "config.yaml").write_text(
+        f"model:\n  backbone: {backbone}\noptimizer:\n  lr: {lr}\n  weight_decay: {wd}\nseed: {seed}\n")
+    (job / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      data: digits\n")
+    (job / "checkpoints").mkdir()
+    if results:
+        payload = {
+            "status": status, "error": None if status == "completed" else f"{status} on purpose",
+            "epochs_completed": 2, "wall_time_s": 1.5, "metrics": metrics or {},
+            "config": {"backbone": backbone, "lr": lr, "weight_decay": wd, "seed": seed, "data": "digits"},
+        }
+        (job / "results.json").write_text(json.dumps(payload))
+    return job
+
+
+def metrics_for(backbone, lr, wd, seed):
+    base = 0.5 + 0.1 * BACKBONES.index(backbone) + lr + 100 * wd
+    return {"val/acc": 0.9, "nc/train/nc1": base * 10, "nc/test/nc1": base * 20,
+            "fine/test/kmeans_per_coarse_acc": base + 0.01 * seed, "fine/probe_acc": 0.7}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """2 backbones x 2 lr x 2 wd x 2 seeds; one failed, one diverged pair, one crashed (no results.json)."""
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    (root / ".submitit" / "123_0").mkdir(parents=True)  # launcher files, not a job
+    for backbone in BACKBONES:
+        for lr in LRS:
+            for wd in WDS:
+                for seed in (0, 1):
+                    status, results = "completed", True
+                    if (backbone, lr, wd, seed) == ("resnet18", 0.01, 5e-4, 0):
+                        status = "failed"
+                    if (backbone, lr, wd) == ("vgg16_bn", 0.1, 5e-4):
+                        status = "diverged"
+                    if (backbone, lr, wd, seed) == ("resnet18", 0.1, 5e-5, 1):
+                        results = False
+                    metrics = metrics_for(backbone, lr, wd, seed) if status == "completed" else {}
+                    fake_job(root, backbone, lr, wd, seed, status, metrics, results)
+    return root
+
+
+def test_load_runs_lists_every_job_with_its_status(sweep):
+    runs = load_runs(sweep)
+    assert len(runs) == 16
+    statuses = sorted(r["status"] for r in runs)
+    assert statuses.count("completed") == 12 and statuses.count("failed") == 1
+    assert statuses.count("diverged") == 2 and statuses.count("missing") == 1
+    missing = next(r for r in runs if r["status"] == "missing")
+    # The crashed job keeps its place in the grid: its config comes from Hydra's record.
+    assert missing["config"]["backbone"] == "resnet18" and missing["config"]["lr"] == 0.1
+    assert missing["config"]["data"] == "digits"
+    assert not any(".submitit" in r["job"] for r in runs)
+
+
+def test_summarize_one_row_per_job_and_seed_aggregation(sweep):
+    table = summarize(load_runs(sweep))
+    assert len(table) == 16
+    for column in ("backbone", "lr", "weight_decay", "seed", "status", "val/acc", "nc/train/nc1", "nc/test/nc4",
+                   "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_acc", "fine/probe_acc", "epochs",
+                   "wall_time_s"):
+        assert column in table.columns, column
+    failed = table[table["status"] == "failed"].iloc[0]
+    assert math.isnan(failed["val/acc"]) and failed["error"] == "failed on purpose"
+
+    by_config = aggregate_seeds(table)
+    assert len(by_config) == 8 and (by_config["n_seeds"] == 2).all()
+    cell = by_config[(by_config["backbone"] == "vgg16_bn") & (by_config["lr"] == 0.01)
+                     & (by_config["weight_decay"] == 5e-5)].iloc[0]
+    expected = [metrics_for("vgg16_bn", 0.01, 5e-5, s)["fine/test/kmeans_per_coarse_acc"] for s in (0, 1)]
+    assert cell["fine/test/kmeans_per_coarse_acc mean"] == pytest.approx(sum(expected) / 2)
+    assert cell["fine/test/kmeans_per_coarse_acc std"] == pytest.approx(pd.Series(expected).std())
+    # a config with one failed seed averages the completed one only, and says so
+    partial = by_config[(by_config["backbone"] == "resnet18") & (by_config["lr"] == 0.01)
+                        & (by_config["weight_decay"] == 5e-4)].iloc[0]
+    assert partial["n_completed"] == 1 and partial["statuses"] == "1 completed, 1 failed"
+
+
+def test_heatmap_cells_name_failed_and_missing_jobs(sweep):
+    table = summarize(load_runs(sweep))
+    grid = heatmap_grid(table, "fine/test/kmeans_per_coarse_acc", "vgg16_bn")
+    assert grid["lrs"] == [0.1, 0.01] and grid["wds"] == [5e-4, 5e-5]
+    assert grid["labels"][0][0] == "diverged x2" and math.isnan(grid["mean"][0, 0])
+    assert grid["mean"][1, 1] == pytest.approx(
+        sum(metrics_for("vgg16_bn", 0.01, 5e-5, s)["fine/test/kmeans_per_coarse_acc"] for s in (0, 1)) / 2)
+    resnet = heatmap_grid(table, "fine/test/kmeans_per_coarse_acc", "resnet18")
+    assert "1 missing" in resnet["labels"][0][1]  # lr 0.1, wd 5e-5: one seed crashed
+    assert "1 failed" in resnet["labels"][1][0]
+    # a backbone that never reached a cell of the sweep's grid shows it as missing
+    only_one = table[~((table["backbone"] == "resnet18") & (table["lr"] == 0.1))]
+    assert heatmap_grid(only_one, "nc/train/nc1", "resnet18")["labels"][0] == ["missing", "missing"]
+
+
+def test_cli_writes_summary_and_heatmaps(sweep, tmp_path):
+    out = tmp_path / "report"
+    proc = run_cli([str(sweep), "--out", str(out)], module="ncfine.collect")
+    assert proc.returncode == 0, proc.stderr
+    assert "16 jobs (12 completed, 2 diverged, 1 failed, 1 missing)" in proc.stdout
+    with open(out / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 and {r["status"] for r in rows} == {"completed", "failed", "diverged", "missing"}
+    markdown = (out / "summary.md").read_text()
+    assert markdown.count("\n| ") >= 16 + 8 and "missing" in markdown and "±" in markdown
+    pngs = sorted(p.name for p in out.glob("heatmap_*.png"))
+    assert pngs == [
+        "heatmap_fine_test_kmeans_per_coarse_acc_resnet18.png", "heatmap_fine_test_kmeans_per_coarse_acc_vgg16_bn.png",
+        "heatmap_nc_train_nc1_resnet18.png", "heatmap_nc_train_nc1_vgg16_bn.png",
+    ]
+    assert all((out / p).stat().st_size > 5000 for p in pngs)
+
+
+def test_cli_empty_dir_is_one_line_error(tmp_path):
+    proc = run_cli([str(tmp_path)], module="ncfine.collect")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no ncfine runs found" in proc.stderr
+
+
+def test_variant_keeps_other_swept_keys_apart(tmp_path):
+    for hierarchy in ("mod:5", "identity"):
+        fake_job(tmp_path, "resnet18", 0.1, 5e-4, 0, metrics={"nc/train/nc1": 1.0},
+                 extra=[f"data.hierarchy={hierarchy}", "trainer.max_epochs=2"])
+    table = summarize(load_runs(tmp_path))
+    assert sorted(table["variant"]) == ["data.hierarchy=identity", "data.hierarchy=mod:5"]
+    assert len(write_heatmaps(table, tmp_path / "out", ["nc/train/nc1"])) == 2
+
+
+def test_wandb_run_rows_map_config_summary_and_state():
+    # The shape wandb.Api().runs() yields (public Run: name, url, state, config, summary);
+    # the API call itself needs network and an account, so only the mapping is checked here.
+    finished = SimpleNamespace(
+        name="model.backbone=resnet18,optimizer.lr=0.1", url="https://wandb.ai/e/p/runs/abc", state="finished",
+        config={"model": {"backbone": "resnet18"}, "optimizer": {"lr": 0.1, "weight_decay": 5e-4}, "seed": 3},
+        summary={"nc/train/nc1": 0.25, "val/acc": 0.9, "_runtime": 12.0, "trainer/global_step": 40,
+                 "ncfine/status": "completed", "ncfine/epochs_completed": 2, "epoch": 1},
+    )
+    row = run_from_wandb(finished)
+    assert row["status"] == "completed" and row["epochs_completed"] == 2
+    assert row["config"] == {"backbone": "resnet18", "lr": 0.1, "weight_decay": 5e-4, "seed": 3, "data": None}
+    assert row["metrics"] == {"nc/train/nc1": 0.25, "val/acc": 0.9}
+    crashed = SimpleNamespace(name="x", url="u", state="crashed", config={"ncfine": {"backbone": "vgg16_bn", "lr": 0.01}},
+                              summary={})
+    row = run_from_wandb(crashed)
+    assert row["status"] == "failed" and row["config"]["backbone"] == "vgg16_bn"
+    with pytest.raises(CollectError, match="ENTITY/PROJECT"):
+        load_wandb_runs("just-a-project")
+
+
+def test_pca_of_two_lines_explains_their_variance():
+    t = torch.linspace(-1, 1, 50, dtype=torch.float64)
+    x = torch.stack([3 * t, t, torch.zeros_like(t)], dim=1)  # points on one line
+    coords, explained = pca_2d(x)
+    assert explained[0] == pytest.approx(1.0) and explained[1] == pytest.approx(0.0, abs=1e-12)
+    assert coords[:, 0].abs().max() == pytest.approx(math.sqrt(10), rel=1e-9)
+    # both Gram shapes (N <= D and N > D) agree with the SVD of the centred data, up to sign
+    g = torch.Generator().manual_seed(1)
+    for x in (torch.randn(40, 6, generator=g, dtype=torch.float64), torch.randn(6, 40, generator=g, dtype=torch.float64)):
+        coords, explained = pca_2d(x)
+        centred = x - x.mean(0)
+        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+        assert torch.allclose(coords.abs(), (centred @ vh[:2].T).abs(), atol=1e-9)
+        assert torch.allclose(explained, s[:2] ** 2 / (s ** 2).sum())
+
+
+def test_plot_pca_and_render_run(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.arange(300) % 3
+    fine = coarse + 3 * (torch.arange(300) // 3 % 2)
+    h = torch.randn(300, 16, generator=g) + 4 * torch.nn.functional.one_hot(fine, 16).float()
+    plot_pca(h, coarse, fine, tmp_path / "pca.png")
+    assert (tmp_path / "pca.png").stat().st_size > 5000
+    with pytest.raises(ValueError, match="coarse"):
+        plot_pca(h, coarse[:10], fine)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"epoch": [0, 1, 2], "nc/train/nc1": [2.0, 1.0, 0.5], "nc/test/nc1": [3.0, 2.0, 1.5],
+                  "nc/train/fine/nc1": [4, 3.5, 3], "nc/train/nc4": [0.1, 0.0, 0.0],
+                  "fine/test/kmeans_per_coarse_acc": [0.6, 0.7, 0.8], "val/acc": [0.5, 0.7, 0.9]}).to_csv(
+        run / "metrics.csv", index=False)
+    torch.save({"h": h, "coarse": coarse, "fine": fine}, run / "features_test.pt")
+    written = render_run(run)
+    assert sorted(p.name for p in written) == ["nc_curves.png", "pca_test.png", "recovery_curves.png"]
+    assert all(p.parent == run / "plots" and p.stat().st_size > 5000 for p in written)
+
+
+def test_plot_cli(tmp_path):
+    proc = run_cli([str(tmp_path / "nope")], module="ncfine.plot")
+    assert proc.returncode == 2 and "metrics.csv" in proc.stderr and proc.stderr.count("\n") == 1
