@@ -133,11 +133,13 @@ class CoarseClassifier(pl.LightningModule):
         if last_batch or (batch_idx + 1) % self.hparams.nan_check_every_n_steps == 0:
             self._raise_if_diverged()
 
+    def on_train_epoch_start(self) -> None:
+        lr = self._current_lr()
+        if lr is not None:  # the lr the epoch starts with (per-step schedules move it during the epoch)
+            self.log("train/lr", float(lr), on_step=False, on_epoch=True, batch_size=1)
+
     def on_train_epoch_end(self) -> None:
         self._raise_if_diverged()
-        lr = self._current_lr()
-        if lr is not None:  # the lr this epoch trained with (epoch schedulers step after this hook)
-            self.log("train/lr", float(lr), on_step=False, on_epoch=True, batch_size=1)
 
     def _raise_if_diverged(self) -> None:
         """One host sync: raise DivergedError if any rank saw a non-finite loss since the last check."""
