@@ -42,13 +42,20 @@ class EpochAnalysisCallback(pl.Callback):
         """This epoch's features of `split` (a fixed random subset of `max_samples` if set)."""
         return FeatureStore.of(trainer).get(trainer, pl_module, split, self.max_samples)
 
+    def required_splits(self, trainer: pl.Trainer) -> tuple[str, ...]:
+        """The splits `compute` reads; every rank extracts them before rank 0 computes."""
+        return self.splits
+
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         raise NotImplementedError
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.should_run(trainer):
             return
-        # Every rank extracts its shard (the gather inside needs all of them); rank 0 computes.
+        # Every rank extracts its shard (the all-gather inside needs all of them); rank 0 then
+        # computes on the cached, gathered features.
+        for split in self.required_splits(trainer):
+            self.features(trainer, pl_module, split)
         metrics = self.compute(trainer, pl_module) if trainer.is_global_zero else None
         if trainer.world_size > 1:
             metrics = trainer.strategy.broadcast(metrics, src=0)

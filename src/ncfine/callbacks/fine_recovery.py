@@ -59,6 +59,12 @@ class FineRecoveryCallback(EpochAnalysisCallback):
 
         resolve_backend(self.kmeans_kwargs["backend"])
 
+    def required_splits(self, trainer) -> tuple[str, ...]:
+        if trainer.datamodule.hierarchy.is_identity:
+            return ()
+        probes = ("train", "test") if (self.probe or self.knn) else ()
+        return tuple(dict.fromkeys((*self.splits, *probes)))
+
     def compute(self, trainer, pl_module) -> dict[str, float]:
         hierarchy = trainer.datamodule.hierarchy
         if hierarchy.is_identity:

@@ -1,0 +1,48 @@
+"""Distributed analysis: 2 processes (gloo, ddp_spawn) give the metrics of 1 process on the same model."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddp_analysis_job import TEST_SUBSET, build_model
+
+JOB = Path(__file__).with_name("ddp_analysis_job.py")
+
+
+def run_job(devices, checkpoint, run_dir):
+    proc = subprocess.run([sys.executable, str(JOB), str(devices), str(checkpoint), str(run_dir)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.ddp
+def test_two_process_analysis_equals_one_process(tmp_path):
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(build_model().state_dict(), checkpoint)
+
+    single = run_job(1, checkpoint, tmp_path / "single")
+    double = run_job(2, checkpoint, tmp_path / "ddp")
+    assert len(single) == len(double) == 1  # one row per epoch: rank 1 wrote nothing
+
+    analysed = [k for k in single[0] if k.startswith(("nc/", "fine/"))]
+    assert len(analysed) > 30 and "nc/train/nc1" in analysed and "fine/test/kmeans_per_coarse_acc" in analysed
+    # Both runs saw every sample once: the duplicates DistributedSampler padded in were dropped.
+    assert float(double[0]["nc/train/num_classes_present"]) == 5
+    for key in analysed:
+        a, b = float(single[0][key]), float(double[0][key])
+        assert abs(a - b) <= 1e-6 * max(1.0, abs(a)), (key, a, b)
+    # Cluster accuracies are multiples of 1/TEST_SUBSET: a single sample counted twice would show.
+    acc = float(double[0]["fine/test/kmeans_per_coarse_acc"]) * TEST_SUBSET
+    assert abs(acc - round(acc)) < 1e-6
+
+    # Logged once: the CSV logger (rank 0 only) has the analysis metrics in exactly one row.
+    with open(tmp_path / "ddp" / "csv" / "metrics.csv") as handle:
+        logged = [row for row in csv.DictReader(handle) if row.get("nc/test/nc1")]
+    assert len(logged) == 1 and float(logged[0]["nc/test/nc1"]) == pytest.approx(float(double[0]["nc/test/nc1"]))
