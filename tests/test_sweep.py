@@ -164,7 +164,7 @@ def test_interrupted_run_resumes_without_duplicate_epochs(log_dir, tmp_path):
     proc = start()
     _wait_for(lambda: _epochs_done(run_dir) >= 1, proc)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
+    assert proc.wait(timeout=120) == 143, proc.stderr.read()[-3000:]  # not 0: the scheduler must not see success
     stopped = results_of(run_dir)
     assert stopped["status"] == "running", stopped
     assert 1 <= stopped["epochs_completed"] < max_epochs

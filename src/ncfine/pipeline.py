@@ -125,7 +125,7 @@ def find_resume_checkpoint(run_dir: Path) -> str | None:
         except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the next one
             log.warning(f"checkpoint {path} is unreadable ({type(exc).__name__}); falling back")
             continue
-        log.info(f"resuming from {path} (epoch {state['epoch']})")
+        log.info(f"resuming from {path} (saved during epoch {state['epoch']})")
         return str(path)
     return None
 
