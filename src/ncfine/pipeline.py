@@ -57,26 +57,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_files: RunFilesCallback | None = None
     loggers: list = []
     try:
-        validate_config(cfg)
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        model = instantiate(
-            cfg.model,
-            num_classes=datamodule.num_coarse,
-            in_chans=datamodule.in_chans,
-            img_size=datamodule.image_size,
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            log_fine_upper=datamodule.hierarchy.is_identity,
-        )
         run_files = RunFilesCallback(run_dir, on_epoch_written=record.running)
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [run_files]
-        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+        datamodule, model, trainer = build(cfg, extra_callbacks=[run_files])
+        loggers = trainer.loggers
         log_run_config(loggers, cfg)
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                          **requeue_plugins(cfg))
         ckpt_path = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
         if trainer.is_global_zero:
             record.save_config()
@@ -98,6 +82,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # W&B: the outcome into the run's summary, then wandb.finish(), so the next job of a
         # multirun (same process) starts its own W&B run instead of reusing this one.
         finish_loggers(loggers, read_results(run_dir))
+
+
+def build(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[Any, pl.LightningModule, pl.Trainer]:
+    """Validate and seed, then (datamodule, model, trainer) from the config: the data first, since
+    the model's num_classes / in_chans / img_size come from it."""
+    validate_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = instantiate(
+        cfg.model,
+        num_classes=datamodule.num_coarse,
+        in_chans=datamodule.in_chans,
+        img_size=datamodule.image_size,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        log_fine_upper=datamodule.hierarchy.is_identity,
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **requeue_plugins(cfg))
+    return datamodule, model, trainer
 
 
 def requeue_plugins(cfg: DictConfig) -> dict[str, Any]:
