@@ -1,9 +1,10 @@
 """Training throughput: ncfine (real Trainer, module and data path) vs a plain PyTorch loop.
 
 Both run in this process on the same device with identical settings: images held on the device
-as uint8, random crop (pad 4) + flip and normalisation on the device, SGD nesterov, batch 512,
-bf16 autocast and channels_last on CUDA, no torch.compile. The first epoch of each is warm-up
-and not timed.
+as uint8, random crop + flip (the data config's pad and flip) and normalisation on the device,
+SGD nesterov lr 0.1, batch 512, bf16 autocast and channels_last on CUDA, no torch.compile, no
+validation and no analysis (see analysis_overhead.py for those). The first epoch of each is
+warm-up and not timed.
 
     python benchmarks/throughput.py --data-root DIR --backbone resnet18 --epochs 3      # CUDA, CIFAR-10
     python benchmarks/throughput.py --tiny                                               # anywhere (CPU)
@@ -19,20 +20,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ncfine.api import compose
+from _harness import device_name, mean_after_warmup, ncfine_epochs, sync
 from ncfine.data.transforms import random_crop_flip
 from ncfine.models.backbone import create_backbone
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_size, device, precision, channels_last):
+def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_size, device, precision,
+               channels_last, pad, flip):
     """The reference: a hand-written loop with the same model, augmentation and optimiser."""
     torch.manual_seed(0)
-    features, dim = create_backbone(backbone, small_input=True, img_size=images.shape[-1])
+    features, dim = create_backbone(backbone, small_input=True, img_size=images.shape[-1], in_chans=images.shape[1])
     model = torch.nn.Sequential(features, torch.nn.Linear(dim, num_classes)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -48,7 +45,8 @@ def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_s
         order = torch.randperm(n, device=device, generator=generator)
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            x = random_crop_flip(images[idx], pad=4, generator=generator).float().div_(255).sub_(mean).div_(std)
+            x = random_crop_flip(images[idx], pad=pad, generator=generator, flip=flip)
+            x = x.float().div_(255).sub_(mean).div_(std)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -61,47 +59,6 @@ def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_s
     return times
 
 
-class EpochTimer:
-    def __init__(self, device):
-        import pytorch_lightning as pl
-
-        outer = self
-
-        class _Timer(pl.Callback):
-            def on_train_epoch_start(self, trainer, pl_module):
-                sync(device)
-                outer._start = time.perf_counter()
-
-            def on_train_epoch_end(self, trainer, pl_module):
-                sync(device)
-                outer.times.append(time.perf_counter() - outer._start)
-
-        self.times: list[float] = []
-        self.callback = _Timer()
-
-
-def ncfine_run(overrides, epochs, device, analysis: bool):
-    """Time ncfine's real training path; returns per-epoch seconds (training + any analysis)."""
-    import pytorch_lightning as pl
-
-    from ncfine.utils.instantiate import instantiate
-
-    cfg = compose([*overrides, f"trainer.max_epochs={epochs}", "logger=none"] + ([] if analysis else ["callbacks=none"]),
-                  run_dir=Path("/tmp/ncfine-bench") / ("analysis" if analysis else "train"))
-    pl.seed_everything(0)
-    dm = instantiate(cfg.data)
-    dm.prepare_data()
-    dm.setup("fit")
-    model = instantiate(cfg.model, num_classes=dm.num_coarse, in_chans=dm.in_chans, img_size=dm.image_size,
-                        optimizer=instantiate(cfg.optimizer), scheduler=None, log_fine_upper=False)
-    timer = EpochTimer(device)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [timer.callback]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(model, datamodule=dm)
-    return timer.times, dm
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None, help="directory containing cifar-10-batches-py")
@@ -111,6 +68,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="digits + resnet10t on CPU: runs anywhere")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if not args.tiny and not args.data_root:
+        parser.error("--data-root DIR (holding cifar-10-batches-py) is required unless --tiny")
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     on_cuda = device.type == "cuda"
@@ -131,23 +90,23 @@ def main() -> None:
         f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
         f"model.channels_last={str(on_cuda).lower()}",
     ]
-    ncfine_times, dm = ncfine_run(overrides, args.epochs, device, analysis=False)
-    train = dm.source.load("train") if hasattr(dm, "source") else None
-    images, fine = train.images, train.fine
-    coarse = dm.hierarchy.coarse_of(fine)
+    # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);
+    # no validation either, since the plain loop has none.
+    ncfine_times, _, dm = ncfine_epochs([*overrides, f"trainer.max_epochs={args.epochs}", "callbacks=none",
+                                         "trainer.limit_val_batches=0"], device)
+    train = dm.split("train")
+    images, coarse = train.images, dm.hierarchy.coarse_of(train.fine)
     mean, std = dm.normalization
     plain_times = plain_loop(images, coarse, mean, std, args.backbone, dm.num_coarse, args.epochs, args.batch_size,
-                             device, "bf16" if on_cuda else "32", on_cuda)
+                             device, "bf16" if on_cuda else "32", on_cuda, dm.pad, dm.flip)
     n = images.shape[0]
-    timed = slice(1, None) if args.epochs > 1 else slice(0, None)
-    plain_s = sum(plain_times[timed]) / len(plain_times[timed])
-    ncfine_s = sum(ncfine_times[timed]) / len(ncfine_times[timed])
+    plain_s, ncfine_s = mean_after_warmup(plain_times), mean_after_warmup(ncfine_times)
     result = {
-        "device": torch.cuda.get_device_name(0) if on_cuda else "cpu",
+        "device": device_name(device),
         "backbone": args.backbone,
         "images": n,
         "batch_size": args.batch_size,
-        "epochs_timed": len(plain_times[timed]),
+        "epochs_timed": max(1, args.epochs - 1),
         "plain_s_per_epoch": plain_s,
         "ncfine_s_per_epoch": ncfine_s,
         "plain_images_per_s": n / plain_s,

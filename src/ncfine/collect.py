@@ -34,8 +34,8 @@ import pandas as pd
 CONFIG_COLUMNS = ("data", "backbone", "lr", "weight_decay", "seed")
 METRIC_COLUMNS = (
     "val/acc",
-    "nc/train/nc1", "nc/train/nc2", "nc/train/nc3", "nc/train/nc4",
-    "nc/test/nc1", "nc/test/nc2", "nc/test/nc3", "nc/test/nc4",
+    "nc/train/nc1", "nc/train/nc2_etf_error", "nc/train/nc3", "nc/train/nc4",
+    "nc/test/nc1", "nc/test/nc2_etf_error", "nc/test/nc3", "nc/test/nc4",
     "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_acc",
     "fine/probe_acc", "fine/knn_acc",
 )

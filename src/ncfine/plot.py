@@ -29,7 +29,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-NC_METRICS = ("nc1", "nc2", "nc3", "nc4")
+# NC2 has no single key: its one-number summary is nc2_etf_error, the distance of the class-mean
+# Gram matrix to a simplex ETF (equinorm and equiangle together).
+NC_METRICS = ("nc1", "nc2_etf_error", "nc3", "nc4")
+NC_TITLES = {"nc2_etf_error": "NC2 (ETF error)"}
 SPLIT_STYLES = {"train": "-", "test": "--"}
 SPLIT_COLORS = {"train": "C0", "test": "C1"}
 RECOVERY_ACC = (
@@ -104,7 +107,7 @@ def plot_nc_curves(metrics: pd.DataFrame, path: str | Path | None = None, title:
                     ax.plot(epoch, values, line, marker=".", color=SPLIT_COLORS[split], label=label)
                     drawn.append(values)
         _log_if_positive(ax, drawn)
-        ax.set_title(name.upper())
+        ax.set_title(NC_TITLES.get(name, name.upper()))
         _epoch_axis(ax)
         if drawn:
             ax.legend(fontsize="small")

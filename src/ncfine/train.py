@@ -15,17 +15,28 @@ from omegaconf import DictConfig
 
 from ncfine.config import CONFIG_DIR, register_resolvers
 from ncfine.utils.errors import NcfineError
+from ncfine.utils.hydra_errors import report_composition_errors
 
 register_resolvers()
+
+INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _main(cfg: DictConfig) -> float | None:
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     from ncfine.pipeline import train
     from ncfine.report import print_summary
 
     try:
         results = train(cfg)
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with code None, i.e. exit status 0: a job
+        # scheduler would take the preempted run for a finished one.
+        print(f"ncfine: interrupted; checkpoint saved, re-run the same command to resume "
+              f"({cfg.paths.output_dir})", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except NcfineError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -55,7 +66,10 @@ def _in_multirun() -> bool:
 
 
 def main() -> None:
-    _main()
+    # Config composition errors (data=cifar11, optimizer.lrr=0.1, experiment=nope) happen inside
+    # hydra.main before _main runs: one `ncfine: error:` line and exit 2 for those too.
+    with report_composition_errors(CONFIG_DIR):
+        _main()
 
 
 if __name__ == "__main__":

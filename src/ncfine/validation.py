@@ -72,6 +72,23 @@ def _callbacks(cfg: DictConfig) -> None:
 
 
 @check
+def _kmeans_backend(cfg: DictConfig) -> None:
+    # Fail here, not in on_fit_start (after the data loaded and the Trainer started).
+    for name, callback in (_get(cfg, "callbacks") or {}).items():
+        backend = callback.get("kmeans_backend") if isinstance(callback, DictConfig) else None
+        if backend is None or str(backend) == "auto":
+            continue
+        from ncfine.analysis.kmeans import resolve_backend
+
+        try:
+            resolve_backend(str(backend))  # imports faiss when asked for: MissingDependencyError if absent
+        except MissingDependencyError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"callbacks.{name}.kmeans_backend: {exc}") from None
+
+
+@check
 def _loggers(cfg: DictConfig) -> None:
     needs = {"WandbLogger": ("wandb", "wandb", "logger=wandb"), "make_wandb_logger": ("wandb", "wandb", "logger=wandb"),
              "TensorBoardLogger": ("tensorboard", "tensorboard", "logger=tensorboard")}

@@ -40,3 +40,13 @@ def check_labels(labels: torch.Tensor, n: int, name: str = "labels", num_classes
     if num_classes is not None and hi >= num_classes:
         raise ValueError(f"{name} contain class id {hi}, outside [0, {num_classes}) for num_classes={num_classes}")
     return labels
+
+
+def check_several_classes(labels: torch.Tensor, name: str, what: str) -> None:
+    """Require at least two distinct ids in `labels`: with one class, `what` has nothing to tell apart."""
+    ids = torch.unique(labels)
+    if ids.numel() < 2:
+        raise ValueError(
+            f"{name} hold a single class (id {int(ids[0])}); {what} needs at least 2 classes "
+            "(with one class there is nothing to tell apart)"
+        )

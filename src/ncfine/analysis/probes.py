@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ncfine.analysis._validation import check_features, check_labels
+from ncfine.analysis._validation import check_features, check_labels, check_several_classes
 
 
 def _check_split(train_features, train_labels, test_features, test_labels, num_classes):
@@ -31,6 +31,7 @@ def _check_split(train_features, train_labels, test_features, test_labels, num_c
         )
     train_labels = check_labels(train_labels, train_features.shape[0], "train_labels", num_classes)
     test_labels = check_labels(test_labels, test_features.shape[0], "test_labels", num_classes)
+    check_several_classes(train_labels, "train_labels", "a probe")
     if num_classes is None:
         num_classes = int(torch.maximum(train_labels.max(), test_labels.max().to(train_labels.device))) + 1
     device = train_features.device

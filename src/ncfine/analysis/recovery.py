@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ncfine.analysis._validation import check_features, check_labels
+from ncfine.analysis._validation import check_features, check_labels, check_several_classes
 from ncfine.analysis.kmeans import kmeans, resolve_backend
 from ncfine.analysis.probes import knn_probe, linear_probe
 
@@ -194,6 +194,7 @@ def fine_recovery(
     n = features.shape[0]
     coarse = check_labels(coarse, n, "coarse").to(features.device)
     fine = check_labels(fine, n, "fine").to(features.device)
+    check_several_classes(fine, "fine", "fine recovery")
     if mode not in MODES:
         raise ValueError(f"unknown fine-recovery mode {mode!r}; valid modes are {list(MODES)}")
     if normalize not in NORMALIZERS:

@@ -32,7 +32,7 @@ def _fmt_set(values) -> str:
 def _fmt_classes(ids: Sequence[int], names: Sequence[str] | None) -> str:
     if names is None:
         return ", ".join(str(i) for i in ids)
-    return ", ".join(f"{i} ({names[i]})" for i in ids)
+    return ", ".join(str(i) if names[i] == str(i) else f"{i} ({names[i]})" for i in ids)
 
 
 class LabelHierarchy:

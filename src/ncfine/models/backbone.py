@@ -82,7 +82,28 @@ def create_backbone(
                 stacklevel=2,
             )
         rule.patch(model)
+    if img_size is not None:
+        check_input_size(model, name, in_chans, img_size)
     return model, feature_dim(model)
+
+
+def check_input_size(model: nn.Module, name: str, in_chans: int, img_size: ImgSize) -> None:
+    """One forward pass of a zero image: a backbone that downsamples more than the image allows
+    (e.g. VGG's five max-pools on 16x16) fails here in one line, not in the first training step."""
+    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    was_training = model.training
+    model.eval()  # BatchNorm cannot train on a batch of one
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, height, width))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"backbone {name!r} cannot take {height}x{width} images ({reason}); use larger images "
+            "(e.g. data.source.image_size=32) or a backbone that downsamples less"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def feature_dim(model: nn.Module) -> int:
