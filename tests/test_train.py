@@ -39,7 +39,7 @@ def test_cli_default_run_writes_run_files(log_dir):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert list(rows[0])[0] == "epoch"
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
-    assert "nc/test/nc1" in proc.stdout  # the final table
+    assert "coarse accuracy (train/acc, val/acc)" in proc.stdout and "nc/{s}/nc1" in proc.stdout  # the final table
 
 
 def test_rerun_skips_completed_and_resume_extends_without_duplicates(log_dir, tmp_path):

@@ -1,15 +1,31 @@
-"""The table printed at the end of a run."""
+"""The table printed at the end of a run: the headline metrics, train and test side by side.
+
+Every metric is in RUN_DIR/results.json (final values) and RUN_DIR/metrics.csv (per epoch).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-GROUPS = ("train/", "val/", "nc/", "fine/")
+# (row label, key of the train column, key of the test column); {s} is the split.
+ROWS = (
+    ("coarse accuracy (train/acc, val/acc)", "train/acc", "val/acc"),
+    ("fine accuracy, fine-trained (upper bound)", None, "val/fine_acc_upper"),
+    ("nc/{s}/nc1            Tr(Sw Sb+)/C", "nc/train/nc1", "nc/test/nc1"),
+    ("nc/{s}/nc2_etf_error  means vs simplex ETF", "nc/train/nc2_etf_error", "nc/test/nc2_etf_error"),
+    ("nc/{s}/nc3            classifier vs means", "nc/train/nc3", "nc/test/nc3"),
+    ("nc/{s}/nc4            != nearest class mean", "nc/train/nc4", "nc/test/nc4"),
+    ("nc/{s}/fine/nc1       NC1 of the fine classes", "nc/train/fine/nc1", "nc/test/fine/nc1"),
+    ("fine/{s}/kmeans_per_coarse_acc", "fine/train/kmeans_per_coarse_acc", "fine/test/kmeans_per_coarse_acc"),
+    ("fine/{s}/kmeans_global_acc", "fine/train/kmeans_global_acc", "fine/test/kmeans_global_acc"),
+    ("fine/probe_acc        linear probe, train -> test", None, "fine/probe_acc"),
+    ("fine/knn_acc          k-NN, test vs train", None, "fine/knn_acc"),
+)
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    metrics = results.get("metrics", {})
-    cfg = results.get("config", {})
+    metrics = results.get("metrics", {}) or {}
+    cfg = results.get("config", {}) or {}
     lines = [
         f"ncfine run: {results.get('status')} after {results.get('epochs_completed')} epochs "
         f"in {results.get('wall_time_s') or 0:.1f} s  ({cfg.get('backbone')} on {cfg.get('data')}, "
@@ -17,15 +33,19 @@ def format_summary(results: dict[str, Any]) -> str:
     ]
     if results.get("error"):
         lines.append(f"error: {results['error']}")
-    width = max((len(k) for k in metrics), default=10)
-    for group in GROUPS:
-        keys = sorted(k for k in metrics if k.startswith(group))
-        if not keys:
-            continue
-        lines.append("-" * (width + 14))
-        lines.extend(f"{k:<{width}}  {metrics[k]:>10.4f}" for k in keys)
-    lines.append(f"run dir: {results.get('run_dir')}")
+    rows = [(label, metrics.get(train), metrics.get(test)) for label, train, test in ROWS
+            if metrics.get(train) is not None or metrics.get(test) is not None]
+    if rows:
+        width = max(len(label) for label, _, _ in rows)
+        lines.append(f"{'metric':<{width}}  {'train':>8}  {'test':>8}")
+        lines.append("-" * (width + 20))
+        lines.extend(f"{label:<{width}}  {_cell(train)}  {_cell(test)}" for label, train, test in rows)
+    lines.append(f"run dir: {results.get('run_dir')}  (all {len(metrics)} metrics: results.json, per epoch: metrics.csv)")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>8}" if value is None else f"{value:>8.4f}"
 
 
 def print_summary(results: dict[str, Any]) -> None:

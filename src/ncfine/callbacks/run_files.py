@@ -115,7 +115,7 @@ class RunFilesCallback(Checkpoint):
         """Atomically write last.ckpt, keeping the one it replaces as previous.ckpt."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_dir / f".{LAST}.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state: optimizer, loops, callbacks
         if trainer.is_global_zero:
             last = self.ckpt_dir / LAST
             if last.exists():
