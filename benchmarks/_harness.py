@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -71,3 +72,45 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def training_parser(doc: str, epochs: int) -> argparse.ArgumentParser:
+    """The options every training benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=None, help="directory containing cifar-10-batches-py")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--tiny", action="store_true", help="digits + resnet10t on CPU: runs anywhere")
+    parser.add_argument("--json", default=None)
+    return parser
+
+
+def parse_training_args(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, torch.device]:
+    args = parser.parse_args()
+    if not args.tiny and not args.data_root:
+        parser.error("--data-root DIR (holding cifar-10-batches-py) is required unless --tiny")
+    if args.tiny:
+        args.backbone = "resnet10t"
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    return args, device
+
+
+def training_overrides(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The benchmark setting: data held on the device, SGD nesterov lr 0.1, constant lr, and on
+    CUDA bf16 autocast with channels_last (the plain loop in throughput.py does the same)."""
+    on_cuda = device.type == "cuda"
+    data = ["data=digits"] if args.tiny else ["data=cifar10", f"data.source.root={args.data_root}"]
+    return [
+        *data,
+        f"model.backbone={args.backbone}",
+        f"data.batch_size={args.batch_size}",
+        "data.device_resident=true",
+        "data.num_workers=0",
+        "optimizer.lr=0.1",
+        "optimizer.nesterov=true",
+        "scheduler=constant",
+        f"trainer.accelerator={'gpu' if on_cuda else 'cpu'}",
+        f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
+        f"model.channels_last={str(on_cuda).lower()}",
+    ]

@@ -12,46 +12,19 @@ ratio analysis / plain (the target on one H100 with ResNet-18 on CIFAR-10 is <= 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
-from _harness import device_name, mean_after_warmup, ncfine_epochs
+from _harness import device_name, mean_after_warmup, ncfine_epochs, parse_training_args, training_overrides, training_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=None, help="directory containing cifar-10-batches-py")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser = training_parser(__doc__, epochs=4)
     parser.add_argument("--kmeans-backend", default="auto", help="auto | torch | faiss")
-    parser.add_argument("--tiny", action="store_true", help="digits + resnet10t on CPU: runs anywhere")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    if not args.tiny and not args.data_root:
-        parser.error("--data-root DIR (holding cifar-10-batches-py) is required unless --tiny")
-
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    on_cuda = device.type == "cuda"
-    if args.tiny:
-        args.backbone = "resnet10t"
-        data = ["data=digits"]
-    else:
-        data = ["data=cifar10", f"data.source.root={args.data_root}"]
-    overrides = [
-        *data,
-        f"model.backbone={args.backbone}",
-        f"data.batch_size={args.batch_size}",
-        "data.num_workers=0",
-        "scheduler=constant",
-        f"trainer.max_epochs={args.epochs}",
-        f"trainer.accelerator={'gpu' if on_cuda else 'cpu'}",
-        f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
-        f"model.channels_last={str(on_cuda).lower()}",
-    ]
+    args, device = parse_training_args(parser)
+    overrides = [*training_overrides(args, device), f"trainer.max_epochs={args.epochs}"]
     plain, plain_wall, _ = ncfine_epochs([*overrides, "callbacks=none"], device)
     analysed, analysed_wall, _ = ncfine_epochs(
         [*overrides, "callbacks=analysis", f"callbacks.fine_recovery.kmeans_backend={args.kmeans_backend}"], device)

@@ -12,7 +12,6 @@ warm-up and not timed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _harness import device_name, mean_after_warmup, ncfine_epochs, sync
+from _harness import (device_name, mean_after_warmup, ncfine_epochs, parse_training_args, sync, training_overrides,
+                      training_parser)
 from ncfine.data.transforms import random_crop_flip
 from ncfine.models.backbone import create_backbone
 
@@ -60,36 +60,9 @@ def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=None, help="directory containing cifar-10-batches-py")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--tiny", action="store_true", help="digits + resnet10t on CPU: runs anywhere")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    if not args.tiny and not args.data_root:
-        parser.error("--data-root DIR (holding cifar-10-batches-py) is required unless --tiny")
-
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    args, device = parse_training_args(training_parser(__doc__, epochs=3))
     on_cuda = device.type == "cuda"
-    if args.tiny:
-        data = ["data=digits", "model.backbone=resnet10t"]
-        args.backbone = "resnet10t"
-    else:
-        data = ["data=cifar10", f"data.source.root={args.data_root}", f"model.backbone={args.backbone}"]
-    overrides = [
-        *data,
-        f"data.batch_size={args.batch_size}",
-        "data.device_resident=true",
-        "data.num_workers=0",
-        "optimizer.lr=0.1",
-        "optimizer.nesterov=true",
-        "scheduler=constant",
-        f"trainer.accelerator={'gpu' if on_cuda else 'cpu'}",
-        f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
-        f"model.channels_last={str(on_cuda).lower()}",
-    ]
+    overrides = training_overrides(args, device)
     # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);
     # no validation either, since the plain loop has none.
     ncfine_times, _, dm = ncfine_epochs([*overrides, f"trainer.max_epochs={args.epochs}", "callbacks=none",

@@ -5,14 +5,21 @@ from __future__ import annotations
 import torch
 
 
-def check_features(features: torch.Tensor, name: str = "features") -> torch.Tensor:
-    """Require a non-empty 2-D floating tensor of finite values."""
+def check_feature_shape(features, name: str = "features") -> None:
+    """Require a non-empty (N, D) tensor of real numbers (finiteness is the caller's, or check_features')."""
     if not isinstance(features, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got {type(features).__name__}")
     if features.ndim != 2:
         raise ValueError(f"{name} must have shape (N, D), got shape {tuple(features.shape)}")
     if features.shape[0] == 0 or features.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(features.shape)}); need at least one sample and one dimension")
+    if features.dtype == torch.bool or features.is_complex():
+        raise ValueError(f"{name} must be real numbers (float32, bfloat16, float64, ...), got dtype {features.dtype}")
+
+
+def check_features(features: torch.Tensor, name: str = "features") -> torch.Tensor:
+    """Require a non-empty 2-D tensor of finite real values; returns it as floating point."""
+    check_feature_shape(features, name)
     if not features.is_floating_point():
         features = features.float()
     bad = ~torch.isfinite(features).all(dim=1)

@@ -49,7 +49,7 @@ import math
 
 import torch
 
-from ncfine.analysis._validation import check_labels
+from ncfine.analysis._validation import check_feature_shape, check_labels
 
 __all__ = ["nc_metrics", "NCAccumulator", "PATHS"]
 
@@ -67,18 +67,6 @@ PATHS = ("auto", "class", "feature")
 # --------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------
-def _check_feature_tensor(features, name: str = "features") -> None:
-    """Shape and dtype of (N, D) features; finiteness is checked during the first pass."""
-    if not isinstance(features, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got {type(features).__name__}")
-    if features.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(features.shape)}")
-    if features.shape[0] == 0 or features.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(features.shape)}); need at least one sample and one dimension")
-    if features.dtype == torch.bool or features.is_complex():
-        raise ValueError(f"{name} must be real numbers (float32, bfloat16, float64, ...), got dtype {features.dtype}")
-
-
 def _check_num_classes(num_classes) -> None:
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
@@ -264,7 +252,7 @@ def nc_metrics(
         ValueError: bad shapes or dtypes, labels outside [0, C), NaN/Inf features (with the number
         of bad rows), fewer than 2 classes with samples.
     """
-    _check_feature_tensor(features)
+    check_feature_shape(features)
     _check_num_classes(num_classes)
     _check_path(path)
     n, dim = features.shape
@@ -422,7 +410,7 @@ class NCAccumulator:
 
     def _batch(self, features, labels, name: str):
         """Checked (features, labels, rows) on the state's device; range errors counted, not synced."""
-        _check_feature_tensor(features, name=f"{name}: features")
+        check_feature_shape(features, name=f"{name}: features")
         if self.counts is None:
             self._allocate(self.dim or features.shape[1], self.device or features.device)
         if features.shape[1] != self.dim:
