@@ -152,6 +152,14 @@ def test_channels_last_matches_the_default_layout():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
 
 
+def test_channels_last_auto_stays_nchw_off_cuda_and_rejects_other_values():
+    auto = _model(channels_last="auto")
+    auto.on_fit_start()  # on the CPU: nothing to convert
+    assert not auto.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ConfigError, match="channels_last must be true, false or auto, got 'yes'"):
+        _model(channels_last="yes")
+
+
 def test_param_groups_put_norm_and_bias_in_the_zero_decay_group():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 14 * 14), nn.Linear(784, 2))
     groups = build_param_groups(model, weight_decay=5e-4)

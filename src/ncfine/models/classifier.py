@@ -33,7 +33,8 @@ class CoarseClassifier(pl.LightningModule):
         only used for inference (e.g. reloaded with `load_from_checkpoint` for analysis); fitting then fails.
     scheduler: a factory from `ncfine.optim.schedulers` (optimizer, max_epochs=, steps_per_epoch=) -> Lightning
         scheduler config, or None for a constant lr.
-    channels_last: keep conv weights and inputs in NHWC (faster convolutions on tensor-core GPUs).
+    channels_last: keep conv weights and inputs in NHWC (faster convolutions on tensor-core GPUs):
+        True, False, or "auto" = on when training on CUDA.
     compile: compile the backbone with torch.compile (in place, so checkpoint keys do not change); a dict
         is passed to torch.compile as keyword arguments (e.g. {"mode": "max-autotune"}) and implies True.
     label_level: which label column to train on, "coarse" or "fine"; `train/acc`, `val/acc` refer to it.
@@ -59,7 +60,7 @@ class CoarseClassifier(pl.LightningModule):
         img_size: int | tuple[int, int] | None = None,
         backbone_kwargs: dict | None = None,
         exclude_norm_bias_from_wd: bool = True,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile: bool | dict = False,
         label_level: str = "coarse",
         log_fine_upper: bool = False,
@@ -88,8 +89,10 @@ class CoarseClassifier(pl.LightningModule):
         self._optimizer_factory = optimizer
         self._scheduler_factory = scheduler
         self._label_column = LABEL_COLUMNS[label_level]
+        if channels_last not in (True, False, "auto"):
+            raise ConfigError(f"channels_last must be true, false or auto, got {channels_last!r}")
         self._channels_last = channels_last
-        if channels_last:
+        if channels_last is True:
             self.backbone.to(memory_format=torch.channels_last)
         if compile:
             # nn.Module.compile compiles in place: state_dict keys stay "backbone.*" (no "_orig_mod").
@@ -108,7 +111,7 @@ class CoarseClassifier(pl.LightningModule):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features h (B, D). Does not change train/eval mode: callers that analyse features
         put the module in eval mode first (BatchNorm running statistics, no dropout)."""
-        if self._channels_last and x.ndim == 4:
+        if x.ndim == 4 and (self._channels_last is True or (self._channels_last == "auto" and x.is_cuda)):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
@@ -132,6 +135,10 @@ class CoarseClassifier(pl.LightningModule):
         last_batch = batch_idx + 1 == self.trainer.num_training_batches
         if last_batch or (batch_idx + 1) % self.hparams.nan_check_every_n_steps == 0:
             self._raise_if_diverged()
+
+    def on_fit_start(self) -> None:
+        if self._channels_last == "auto" and self.device.type == "cuda":
+            self.backbone.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
         lr = self._current_lr()
