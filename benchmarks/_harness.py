@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -114,3 +115,13 @@ def training_overrides(args: argparse.Namespace, device: torch.device) -> list[s
         f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
         f"model.channels_last={str(on_cuda).lower()}",
     ]
+
+
+def report(result: dict, columns: list[tuple[str, str, str]], json_path: str | None) -> None:
+    """Print `result` as a one-row table of (key, header, format spec) columns; optionally save it as JSON."""
+    cells = [format(result[key], spec) for key, _, spec in columns]
+    widths = [max(len(header), len(cell)) + 2 for (_, header, _), cell in zip(columns, cells)]
+    print("".join(f"{header:>{w}}" for (_, header, _), w in zip(columns, widths)))
+    print("".join(f"{cell:>{w}}" for cell, w in zip(cells, widths)))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))

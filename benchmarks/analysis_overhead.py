@@ -12,12 +12,11 @@ ratio analysis / plain (the target on one H100 with ResNet-18 on CIFAR-10 is <= 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 
-from _harness import device_name, mean_after_warmup, ncfine_epochs, parse_training_args, training_overrides, training_parser
+from _harness import (device_name, mean_after_warmup, ncfine_epochs, parse_training_args, report, training_overrides,
+                      training_parser)
 
 
 def main() -> None:
@@ -38,12 +37,8 @@ def main() -> None:
         "analysis_fit_s": analysed_wall,
     }
     result["ratio"] = result["analysis_s_per_epoch"] / result["plain_s_per_epoch"]
-    print(f"{'backbone':<14}{'device':<40}{'plain s/epoch':>14}{'analysis s/epoch':>18}{'ratio':>8}")
-    print(f"{args.backbone:<14}{result['device'][:39]:<40}{result['plain_s_per_epoch']:>14.3f}"
-          f"{result['analysis_s_per_epoch']:>18.3f}{result['ratio']:>8.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-
+    report(result, [("backbone", "backbone", ""), ("device", "device", ".39"), ("plain_s_per_epoch", "plain s/epoch", ".3f"),
+                    ("analysis_s_per_epoch", "analysis s/epoch", ".3f"), ("ratio", "ratio", ".3f")], args.json)
 
 if __name__ == "__main__":
     main()

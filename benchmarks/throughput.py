@@ -12,15 +12,13 @@ warm-up and not timed.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from _harness import (device_name, mean_after_warmup, ncfine_epochs, parse_training_args, sync, training_overrides,
-                      training_parser)
+from _harness import (device_name, mean_after_warmup, ncfine_epochs, parse_training_args, report, sync,
+                      training_overrides, training_parser)
 from ncfine.data.transforms import random_crop_flip
 from ncfine.models.backbone import create_backbone
 
@@ -86,12 +84,8 @@ def main() -> None:
         "ncfine_images_per_s": n / ncfine_s,
         "ratio": plain_s / ncfine_s,
     }
-    print(f"{'backbone':<14}{'device':<28}{'plain img/s':>12}{'ncfine img/s':>14}{'ncfine/plain':>14}")
-    print(f"{args.backbone:<14}{result['device'][:27]:<28}{result['plain_images_per_s']:>12.0f}"
-          f"{result['ncfine_images_per_s']:>14.0f}{result['ratio']:>14.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-
+    report(result, [("backbone", "backbone", ""), ("device", "device", ".27"), ("plain_images_per_s", "plain img/s", ".0f"),
+                    ("ncfine_images_per_s", "ncfine img/s", ".0f"), ("ratio", "ncfine/plain", ".3f")], args.json)
 
 if __name__ == "__main__":
     main()
