@@ -49,16 +49,17 @@ def ncfine_epochs(overrides: Sequence[str], device: torch.device) -> tuple[list[
     Validation runs inside the training epoch in Lightning, so it is part of each epoch's time
     unless the overrides set trainer.limit_val_batches=0.
     """
-    run_dir = Path(tempfile.mkdtemp(prefix="ncfine-bench-"))
-    cfg = compose([*overrides, "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false"],
-                  run_dir=run_dir)
-    timer = EpochTimer(device)
-    datamodule, model, trainer = build(cfg, extra_callbacks=[timer])
-    sync(device)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    sync(device)
-    return timer.times, time.perf_counter() - start, datamodule
+    with tempfile.TemporaryDirectory(prefix="ncfine-bench-") as run_dir:
+        cfg = compose([*overrides, "logger=none", "+trainer.enable_progress_bar=false",
+                       "+trainer.enable_checkpointing=false"], run_dir=run_dir)
+        timer = EpochTimer(device)
+        datamodule, model, trainer = build(cfg, extra_callbacks=[timer])
+        sync(device)
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule)
+        sync(device)
+        wall = time.perf_counter() - start
+    return timer.times, wall, datamodule
 
 
 def mean_after_warmup(times: Sequence[float]) -> float:

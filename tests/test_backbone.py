@@ -110,6 +110,25 @@ def test_pretrained_tag_is_a_known_name():
     assert dim == 512 and model.conv1.stride == (1, 1)
 
 
+def test_unknown_pretrained_tag_lists_the_valid_tags():
+    with pytest.raises(ConfigError, match="unknown pretrained tag 'nope'") as info:
+        create_backbone("resnet18.nope")
+    assert "a1_in1k" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_vit_at_the_wrong_image_size_is_a_one_line_config_error():
+    # timm's ViT asserts its input size (AssertionError, not RuntimeError).
+    with pytest.raises(ConfigError, match="cannot take 16x16 images") as info:
+        create_backbone("vit_tiny_patch16_224", small_input=False, img_size=16)
+    assert "model.small_input=true" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("flag", ["small_input", "pretrained"])
+def test_small_input_and_pretrained_must_be_booleans(flag):
+    with pytest.raises(ConfigError, match=f"model.{flag}. must be true or false, got 'maybe'"):
+        create_backbone("resnet10t", **{flag: "maybe"})
+
+
 def test_bad_timm_kwargs_are_a_one_line_config_error():
     with pytest.raises(ConfigError, match="not_a_kwarg") as info:
         create_backbone("resnet10t", not_a_kwarg=1)

@@ -77,12 +77,16 @@ def test_features_and_head_for_analysis():
     x = torch.randn(2, 3, 16, 16)
     model.train()
     h = model.features(x)
-    assert model.training  # features() leaves the mode to the caller
-    assert h.shape == (2, model.feature_dim) == (2, 512)
+    assert model.training  # the mode is put back
+    assert h.shape == (2, model.feature_dim) == (2, 512) and not h.requires_grad
     assert model.head.weight.shape == (3, 512)
     model.eval()
     with torch.no_grad():
+        # eval mode inside features(): a training-mode call gives the eval-mode features
+        torch.testing.assert_close(h, model.penultimate(x))
         torch.testing.assert_close(model(x), model.head(model.features(x)))
+    model.train()
+    assert not torch.allclose(model.penultimate(x), h)  # batch statistics differ from running ones
 
 
 def test_non_finite_loss_raises_diverged_error():
@@ -108,6 +112,10 @@ def test_huge_learning_rate_diverges():
         (functools.partial(torch.optim.SGD, lr=0.0), "lr must be a positive number, got 0.0"),
         (functools.partial(torch.optim.SGD, lr=-0.1), "got -0.1"),
         (functools.partial(torch.optim.SGD, lr=0.1, weight_decay=-1e-4), "weight_decay must be a number >= 0, got -0.0001"),
+        # torch's own checks, at construction rather than after the Trainer started
+        (functools.partial(torch.optim.SGD, lr=0.1, momentum=0, nesterov=True), "Nesterov momentum requires a momentum"),
+        (functools.partial(torch.optim.SGD, lr=0.1, momentum=-0.5), "SGD.*momentum=-0.5.*Invalid momentum value"),
+        (functools.partial(torch.optim.AdamW, lr=0.1, betas=(0.9, 1.5)), "Invalid beta parameter"),
     ],
 )
 def test_bad_optimizer_values_are_one_line_config_errors(optimizer, match):
@@ -130,6 +138,15 @@ def test_fine_label_level_trains_on_the_fine_column():
     assert "val/acc" in trainer.callback_metrics
     # Coarse labels would not reach class 5; fine ones do, and the 6-way head accepts them.
     assert model.head.out_features == 6
+    # Training on the fine labels: val/fine_acc_upper is logged (= val/acc), as for an identity hierarchy.
+    assert float(trainer.callback_metrics["val/fine_acc_upper"]) == float(trainer.callback_metrics["val/acc"])
+    assert "val/fine_acc_upper" not in _trainer_fit_keys(_model())
+
+
+def _trainer_fit_keys(model):
+    trainer = _trainer(fast_dev_run=True)
+    trainer.fit(model, _loader(), _loader())
+    return set(trainer.callback_metrics)
 
 
 def test_compile_keeps_checkpoint_keys():
@@ -235,6 +252,15 @@ def test_onecycle_on_a_smoke_run_warns_instead_of_dividing_by_zero():
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ConfigError, match="at least 2 optimizer steps"):
         schedulers.onecycle(optimizer, max_epochs=1, steps_per_epoch=1)
+
+
+def test_onecycle_survives_max_steps_that_are_not_a_multiple_of_max_epochs():
+    # 10 steps over 3 epochs: a schedule of 3 * (10 // 3) = 9 steps made OneCycleLR raise on step 10.
+    model = _model(backbone="mlp", small_input=False, img_size=16, backbone_kwargs={"hidden_dim": 8, "depth": 1},
+                   scheduler=functools.partial(schedulers.onecycle))
+    trainer = _trainer(max_epochs=3, max_steps=10, limit_val_batches=0)
+    trainer.fit(model, _loader(n=40, batch_size=4))
+    assert trainer.global_step == 10
 
 
 def test_constant_keeps_the_lr():

@@ -208,6 +208,39 @@ def test_nearly_collapsed_nc1_is_small_and_never_negative():
     assert abs(naive - truth) > 1e3 * truth
 
 
+def reference_nc1_svd(h, y):
+    """nc1 from the SVD of M itself (singular values resolved to eps * s_max, not sqrt(eps) as a Gram's)."""
+    h = np.asarray(h, dtype=np.float64)
+    classes, idx = np.unique(np.asarray(y), return_inverse=True)
+    mus = np.stack([h[idx == k].mean(axis=0) for k in range(len(classes))])
+    m = mus - mus.mean(axis=0)
+    _, s, vt = np.linalg.svd(m, full_matrices=False)
+    rank = min(len(classes) - 1, h.shape[1])
+    e = h - mus[idx]
+    return np.sum((e @ (vt[:rank].T / s[:rank])) ** 2) / h.shape[0]
+
+
+def test_close_fine_classes_inside_coarse_classes():
+    """Fine labels of coarse-collapsed float32 features (||mu|| = 20, std 1e-4): the fine means differ
+    by ~1e-7 ||M||, below a Gram matrix's resolution. Their directions carry nearly all of NC1
+    (the fine classes are not separated), and ||mu_c - mu_c'||^2 must not come from the Gram form."""
+    coarse_classes, fine_per_coarse, per_class, d = 4, 5, 500, 16
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randn(coarse_classes, d, generator=g, dtype=torch.float64)
+    coarse *= 20.0 / coarse.norm(dim=1, keepdim=True)
+    fine = torch.arange(coarse_classes * fine_per_coarse).repeat_interleave(per_class)
+    features = (coarse[fine // fine_per_coarse] + 1e-4 * torch.randn(len(fine), d, generator=g, dtype=torch.float64)).float()
+    x, y = features.double().numpy(), fine.numpy()
+    truth_nc1 = reference_nc1_svd(x, y)
+    truth_cdnv = reference(x, y)["nc1_cdnv"]
+    assert truth_nc1 > 100  # fine classes overlap: far from collapsed
+    acc = NCAccumulator(coarse_classes * fine_per_coarse, chunk_size=997)
+    acc.update(features, fine)
+    for got in (nc_metrics(features, fine, path="class"), nc_metrics(features, fine, path="feature"), acc.compute()):
+        assert got["nc1"] == pytest.approx(truth_nc1, rel=1e-6)
+        assert got["nc1_cdnv"] == pytest.approx(truth_cdnv, rel=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Paths, chunks, dtypes, empty classes
 # ---------------------------------------------------------------------------------------------
@@ -389,3 +422,14 @@ def test_coincident_means_give_inf_nc1_not_zero():
     labels = torch.arange(100) % 2
     features[labels == 1] = features[labels == 0]  # identical classes: no separation at all
     assert nc_metrics(features, labels)["nc1"] == math.inf
+
+
+def test_means_equal_up_to_rounding_are_coincident():
+    """The same samples in another order: the two class means differ only by summation rounding
+    (~eps ||mu||), which must not count as a separating direction (NC1 ~ 1e32 instead of inf)."""
+    g = torch.Generator().manual_seed(19)
+    features = 100.0 + torch.randn(1000, 3, generator=g, dtype=torch.float64)
+    labels = torch.arange(1000) % 2
+    features[labels == 1] = features[labels == 0][torch.randperm(500, generator=g)]
+    for path in ("class", "feature"):
+        assert nc_metrics(features, labels, path=path, chunk_size=7)["nc1"] == math.inf

@@ -72,6 +72,51 @@ def sweep(tmp_path):
     return root
 
 
+MULTIRUN_YAML = """\
+hydra:
+  sweep:
+    dir: SWEEP
+    subdir: ${ncfine.dirname:${hydra:job.override_dirname}}
+  sweeper:
+    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper
+    max_batch_size: null
+    params:
+      model.backbone: resnet18,vgg16_bn
+      optimizer.lr: 0.1,0.01
+  overrides:
+    hydra: [hydra.sweep.dir=SWEEP]
+    task: [experiment=grid, optimizer.weight_decay=5e-4, seed=0]
+  job:
+    config:
+      override_dirname: {kv_sep: '=', item_sep: ',', exclude_keys: [experiment]}
+  runtime:
+    choices: {data: digits}
+model: {backbone: resnet18}
+optimizer: {lr: 0.1, weight_decay: 0.0005}
+seed: 0
+"""
+
+
+def test_jobs_not_started_yet_are_missing_rows_not_dropped(tmp_path):
+    # A SLURM sweep collected mid-way: queued jobs have no dir yet; multirun.yaml says they exist.
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / "multirun.yaml").write_text(MULTIRUN_YAML.replace("SWEEP", str(root)))
+    for backbone, lr in (("resnet18", 0.1), ("resnet18", 0.01), ("vgg16_bn", 0.1)):
+        job = fake_job(root, backbone, lr, 5e-4, 0, metrics=metrics_for(backbone, lr, 5e-4, 0))
+        with open(job / ".hydra" / "overrides.yaml", "a") as handle:
+            handle.write("- experiment=grid\n")  # Hydra records it; the dir name leaves it out
+    runs = load_runs(root)
+    assert len(runs) == 4
+    [queued] = [r for r in runs if r["status"] == "missing"]
+    assert queued["job"] == "model.backbone=vgg16_bn,optimizer.lr=0.01,optimizer.weight_decay=0.0005,seed=0"
+    assert queued["config"] == {"backbone": "vgg16_bn", "lr": 0.01, "weight_decay": 0.0005, "seed": 0, "data": "digits"}
+    table = summarize(runs)
+    assert list(table["variant"]) == [""] * 4
+    assert heatmap_grid(table, "nc/train/nc1", "vgg16_bn")["labels"][1] == ["missing"]
+    assert len(load_runs(root, expected=False)) == 3
+
+
 def test_load_runs_lists_every_job_with_its_status(sweep):
     runs = load_runs(sweep)
     assert len(runs) == 16

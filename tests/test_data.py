@@ -108,12 +108,28 @@ def test_build_hierarchy_specs_including_omegaconf_containers():
     assert as_dict.num_coarse == 2 and as_dict.fine_classes_of(0) == [0, 1]
 
 
+def test_fine_to_coarse_dict_form():
+    # {fine class: coarse class}, as an imagefolder YAML may give it; the coarse order is first appearance.
+    names = ["husky", "beagle", "siamese", "tabby"]
+    h = LabelHierarchy.from_mapping({"husky": "dog", "beagle": "dog", "siamese": "cat", "tabby": "cat"}, names)
+    assert h.fine_to_coarse == (0, 0, 1, 1) and h.coarse_names == ["dog", "cat"]
+    assert LabelHierarchy.from_mapping({"husky": 1, "beagle": 1, "siamese": 0, "tabby": 0}, names).fine_to_coarse == (1, 1, 0, 0)
+    assert h == LabelHierarchy.from_mapping({"dog": ["husky", "beagle"], "cat": ["siamese", "tabby"]}, names)
+    with pytest.raises(DataError) as exc_info:
+        LabelHierarchy.from_mapping({"husky": "dog", "beagle": "dog", "siamese": "cat"}, names)
+    assert "not mapped to any coarse class: 3 (tabby)" in one_line(exc_info)
+    with pytest.raises(DataError, match="contiguous"):
+        LabelHierarchy.from_mapping({"husky": 0, "beagle": 0, "siamese": 2, "tabby": 2}, names)
+
+
 def test_from_labels_and_out_of_range_lookup():
     h = LabelHierarchy.from_labels(torch.tensor([2, 0, 1, 2, 3]), torch.tensor([1, 0, 0, 1, 1]))
     assert h.fine_to_coarse == (0, 0, 1, 1)
     with pytest.raises(DataError) as exc_info:
         h.coarse_of(torch.tensor([0, 4]))
     assert "4" in one_line(exc_info) and "0..3" in str(exc_info.value)
+    with pytest.raises(DataError, match="outside 0..2"):
+        LabelHierarchy.from_labels(torch.tensor([0, 1, 5]), torch.tensor([0, 1, 0]), num_fine=3)
 
 
 # ---------------------------------------------------------------------------------- sources

@@ -123,3 +123,15 @@ def test_the_seed_matters(tmp_path):
         train(compose([*SYNTHETIC, f"seed={seed}"], run_dir=tmp_path / str(seed)))
         tables.append((tmp_path / str(seed) / "metrics.csv").read_text())
     assert tables[0] != tables[1]
+
+
+def test_training_in_a_worker_thread_does_not_touch_signal_handlers(tmp_path):
+    # Ray Tune trainables, web apps: fit outside the main thread, where signal.signal raises.
+    import threading
+
+    out = {}
+    cfg = compose([*SYNTHETIC, "trainer.max_epochs=1"], run_dir=tmp_path / "run")
+    worker = threading.Thread(target=lambda: out.update(results=train(cfg)))
+    worker.start()
+    worker.join(timeout=300)
+    assert out["results"]["status"] == "completed", out["results"].get("error")

@@ -148,3 +148,13 @@ def test_numpy_free_contract_accepts_integer_features():
     labels, centroids, _ = kmeans(x, 2, backend="torch")
     assert labels[0] == labels[1] != labels[2] == labels[3]
     assert centroids.is_floating_point()
+
+
+def test_k_may_be_any_integer_type_but_not_bool_or_float():
+    x, _ = blobs(n_per=10, k=3, d=2)
+    reference = kmeans(x, 3, n_init=1, backend="torch")[2]
+    assert kmeans(x, np.int64(3), n_init=1, backend="torch")[2] == reference  # e.g. k = labels.max() + 1 in numpy
+    assert kmeans(x, torch.tensor(3), n_init=1, backend="torch")[2] == reference
+    for bad in (True, 3.0, torch.tensor(3.0), np.float64(3)):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            kmeans(x, bad)

@@ -17,6 +17,8 @@ from ncfine.analysis.recovery import (
     knn_probe,
     linear_probe,
 )
+from ncfine.callbacks import FineRecoveryCallback
+from ncfine.utils.errors import ConfigError
 
 
 def hierarchical_mixture(n, *, num_coarse=4, fine_per_coarse=2, dim=16, coarse_sep=20.0, fine_sep=4.0, noise=1.0, seed=0):
@@ -276,3 +278,44 @@ def test_analysis_ignores_a_callers_autocast():
         under_autocast = kmeans(points, 12, n_init=2, backend="torch")
         assert (linear_probe(x_train, y_train, x_test, y_test, max_iter=20), knn_probe(x_train, y_train, x_test, y_test)) == probes
     assert torch.equal(under_autocast[1], plain[1]) and under_autocast[2] == plain[2]
+
+
+def test_low_precision_features_are_normalized_in_float32():
+    # Collapsed-looking bf16 features: l2 in bf16 would round the unit rows to 8 bits and lose the residuals.
+    gen = torch.Generator().manual_seed(0)
+    fine = torch.randint(0, 6, (1200,), generator=gen)
+    coarse = fine // 2
+    x = (torch.randn(3, 32, generator=gen) * 200 + 300)[coarse] + torch.randn(6, 32, generator=gen)[fine]
+    x = (x + 0.2 * torch.randn(1200, 32, generator=gen)).bfloat16()
+    kwargs = dict(normalize="l2", backend="torch", n_init=2)
+    assert fine_recovery(x, coarse, fine, **kwargs) == fine_recovery(x.float(), coarse, fine, **kwargs)
+
+
+def test_linear_probe_without_standardization_handles_large_features():
+    # Raw features of norm ~1e4: every step on the line-search grid overshoots at first; the probe
+    # must shrink its steps instead of stopping at W = 0 (chance accuracy).
+    x_train, y_train, x_test, y_test = probe_data()
+    result = linear_probe(x_train * 1e3 + 1e3, y_train, x_test * 1e3 + 1e3, y_test, standardize=False, max_iter=50)
+    assert result["acc"] > 0.9
+
+
+def test_probe_arguments_are_validated():
+    x_train, y_train, x_test, y_test = probe_data()
+    with pytest.raises(ValueError, match="weight_decay >= 0"):
+        linear_probe(x_train, y_train, x_test, y_test, weight_decay=float("nan"))
+    data = (x_train, y_train, x_test, y_test)
+    assert knn_probe(*data, k=np.int64(10)) == knn_probe(*data, k=10)
+
+
+def test_callback_rejects_an_unknown_normalize_at_construction():
+    # A typo fails before training, not after the first epoch inside fine_recovery.
+    with pytest.raises(ConfigError, match=r"unknown fine-recovery normalize 'centre'.*'center'"):
+        FineRecoveryCallback(normalize="centre")
+
+
+def test_probes_take_sparse_class_ids_as_they_are():
+    # Ids are renumbered in order, so these give exactly the 0..5 results; 10**12 sizes no matrix.
+    x_train, y_train, x_test, y_test = probe_data()
+    ids = torch.tensor([3, 5, 7, 11, 42, 10**12])
+    for probe in (linear_probe, knn_probe):
+        assert probe(x_train, ids[y_train], x_test, ids[y_test]) == probe(x_train, y_train, x_test, y_test)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +48,20 @@ def test_command_line_value_replaces_a_swept_key(log_dir):
     assert {n.split(",")[1] for n in names} == {"optimizer.lr=0.1", "optimizer.lr=0.01", "optimizer.lr=0.001"}
     assert {n.split(",")[2] for n in names} == {f"optimizer.weight_decay={wd}" for wd in ("0.005", "0.0005", "5e-05")}
     assert all(results_of(sweep / n)["error"] == "trainer.max_epochs must be a positive integer, got 0" for n in names)
+
+
+def test_unexpected_error_in_a_sweep_job_keeps_its_traceback_in_the_job_log(log_dir):
+    # Not an NcfineError: Lightning's own ValueError at fit time. The job is recorded as failed
+    # with one line, and the traceback must still reach the job's log for debugging.
+    proc = run_cli(["-m", "data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=1",
+                    "+trainer.val_check_interval=1000"])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 of 1 jobs failed" in summary_line(proc.stderr)
+    [run_dir] = [p.parent for p in log_dir.rglob("results.json")]
+    results = results_of(run_dir)
+    assert results["status"] == "failed" and results["error"].startswith("ValueError:") and "val_check_interval" in results["error"]
+    job_log = (run_dir / "train.log").read_text()
+    assert "Traceback (most recent call last)" in job_log and "val_check_interval" in job_log
 
 
 def test_smoke_grid_failed_jobs_do_not_stop_the_sweep(log_dir):
@@ -178,10 +193,40 @@ def test_interrupted_run_resumes_without_duplicate_epochs(log_dir, tmp_path):
     proc.wait(timeout=60)
     killed = results_of(run_dir)
     assert killed["status"] == "running" and killed["epochs_completed"] < max_epochs
+    assert killed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")  # kept past the first epoch
 
     # 3. The same command again finishes the run: every epoch exactly once.
     done = run_cli(args)
     assert done.returncode == 0, done.stderr[-3000:]
+    final = results_of(run_dir)
+    assert final["status"] == "completed" and final["epochs_completed"] == max_epochs
+    assert epochs_in(run_dir) == list(range(max_epochs))
+
+
+def test_submitit_preemption_signal_checkpoints_then_requeues_and_the_job_finishes(log_dir, tmp_path):
+    # What SLURM sends signal_delay_s before a time limit under submitit (USR2). ncfine defers
+    # submitit's handler until last.ckpt holds the partial epoch; submitit then requeues the job.
+    sweep = tmp_path / "sweep"
+    max_epochs = 10
+    args = ["-m", *FAST, "data=synthetic", "model=mlp", f"trainer.max_epochs={max_epochs}", "seed=0",
+            "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([sys.executable, "-m", "ncfine.train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job_dir = lambda: next((p.parent for p in sweep.glob("*/results.json")), None)  # noqa: E731
+    _wait_for(lambda: job_dir() is not None and _epochs_done(job_dir()) >= 1, proc)
+    # submitit's local job id is the pid of its job controller (the folder named %j is submitit's
+    # staging area); SLURM signals the task, which is the controller's child here.
+    (job_folder,) = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
+    controller = int(job_folder.name)
+    (task,) = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    os.kill(int(task), signal.SIGUSR2)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+
+    run_dir = job_dir()
+    log = "\n".join(p.read_text() for p in job_folder.glob("*_log.*"))
+    assert "interrupted at epoch" in log and "Requeued job" in log, log[-3000:]
+    assert "resuming from" in log
     final = results_of(run_dir)
     assert final["status"] == "completed" and final["epochs_completed"] == max_epochs
     assert epochs_in(run_dir) == list(range(max_epochs))

@@ -79,5 +79,7 @@ def test_in_process_api_trains(tmp_path, data_overrides):
     cfg = compose([*data_overrides, *FAST, "trainer.max_epochs=1", "logger=none"], run_dir=tmp_path / "run")
     results = train(cfg)
     assert results["status"] == "completed"
+    # Recorded under the data config's name, as a CLI run records it, so tables can mix the two.
+    assert results["config"]["data"] == ("synthetic" if data_overrides else "digits")
     assert 0.0 <= results["metrics"]["val/acc"] <= 1.0
     assert results["metrics"]["nc/train/nc1"] >= 0.0

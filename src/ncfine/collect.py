@@ -11,8 +11,9 @@ for `fine/test/kmeans_per_coarse_acc` and `nc/train/nc1`. With several seeds per
 `summary_by_config.csv` and a second table in summary.md give mean +- std over seeds.
 
 Every job shows up: a job whose results.json says failed/diverged/running keeps that status, and
-a job dir with no results.json (Hydra made it, the job died before writing) is `missing`; in a
-heatmap such cells are grey and say why. Nothing is dropped silently.
+a job dir with no results.json (Hydra made it, the job died before writing) is `missing`, and so
+is a job that SWEEP_DIR/multirun.yaml (the sweep's last command) asked for but that has no dir yet
+(queued, or never started); in a heatmap such cells are grey and say why. Nothing is dropped silently.
 
 The steps are plain functions for notebooks:
     runs = load_runs(sweep_dir); table = summarize(runs); write_heatmaps(table, out_dir)
@@ -67,13 +68,77 @@ def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
-def load_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def load_runs(sweep_dir: str | os.PathLike, expected: bool = True) -> list[dict[str, Any]]:
     """One dict per job dir below `sweep_dir`, in the shape of results.json plus `job`
-    (the dir relative to the sweep dir), `run_dir` and `overrides` (Hydra's, when recorded)."""
+    (the dir relative to the sweep dir), `run_dir` and `overrides` (Hydra's, when recorded).
+
+    With `expected`, the jobs the sweep's last command asked for (its multirun.yaml) that have no
+    dir yet (still queued on SLURM, or never started) are rows too, with status `missing`."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise CollectError(f"sweep dir {str(root)!r} does not exist or is not a directory")
-    return [load_run(path, root) for path in find_job_dirs(root)]
+    runs = [load_run(path, root) for path in find_job_dirs(root)]
+    if expected:
+        found = {Path(run["run_dir"]).resolve() for run in runs}
+        for name, overrides, config in expected_jobs(root):
+            if (root / name).resolve() not in found:
+                runs.append({
+                    "job": name, "run_dir": str(root / name), "status": "missing",
+                    "error": "not started (no job dir)", "epochs_completed": None, "wall_time_s": None,
+                    "metrics": {}, "config": config, "overrides": overrides,
+                })
+    return runs
+
+
+DEFAULT_SUBDIR = "${ncfine.dirname:${hydra:job.override_dirname}}"
+
+
+def expected_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, list[str], dict[str, Any]]]:
+    """(job dir name, overrides, config summary) of every job the sweep's last command launched,
+    computed from `SWEEP_DIR/multirun.yaml` the way Hydra's basic sweeper and ncfine's
+    `hydra.sweep.subdir` name them; [] when that is not possible (another sweeper or subdir)."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.exists():
+        return []
+    try:
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        from ncfine.config import dirname
+
+        cfg = OmegaConf.load(path)
+        hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return []
+        if (hydra_cfg.get("sweep") or {}).get("subdir") != DEFAULT_SUBDIR:
+            return []
+        naming = hydra_cfg["job"]["config"]["override_dirname"]
+        parser = OverridesParser.create()
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        task = [str(item) for item in (hydra_cfg.get("overrides") or {}).get("task") or []]
+        batches = BasicSweeper.split_arguments(parser.parse_overrides(params + task), sweeper.get("max_batch_size"))
+        jobs = [job for batch in batches for job in batch]
+        base = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+                for key in GRID_OVERRIDES}
+        data = (hydra_cfg.get("runtime") or {}).get("choices", {}).get("data")
+        expected = []
+        for job in jobs:
+            parsed = parser.parse_overrides(job)
+            name = dirname(get_overrides_dirname(parsed, list(naming["exclude_keys"]), naming["item_sep"],
+                                                 naming["kv_sep"]))
+            values = dict(base)
+            for override in parsed:
+                if override.key_or_group.lstrip("+~") in GRID_OVERRIDES:
+                    values[override.key_or_group.lstrip("+~")] = override.value()
+            expected.append((name, list(job), {
+                "backbone": values["model.backbone"], "lr": values["optimizer.lr"],
+                "weight_decay": values["optimizer.weight_decay"], "seed": values["seed"], "data": data}))
+        return expected
+    except Exception:  # noqa: BLE001 - an unreadable record only loses the not-started rows
+        return []
 
 
 def load_run(run_dir: Path, root: Path | None = None) -> dict[str, Any]:

@@ -49,3 +49,17 @@ def register_resolvers() -> None:
     # the launching process of a multirun do not have when the paths are resolved.
     if not OmegaConf.has_resolver("ncfine.cwd"):
         OmegaConf.register_new_resolver("ncfine.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("ncfine.on_cuda"):
+        OmegaConf.register_new_resolver("ncfine.on_cuda", on_cuda)
+
+
+def on_cuda(accelerator: str) -> bool:
+    """Whether a Trainer with this `accelerator` trains on CUDA GPUs (`auto`: when one is present)."""
+    accelerator = str(accelerator).lower()
+    if accelerator in ("gpu", "cuda"):
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()

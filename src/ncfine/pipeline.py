@@ -69,6 +69,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return record.finish("completed", run_files, started)
     except (SIGTERMException, KeyboardInterrupt):
         record.finish("running", run_files, started, error="interrupted; re-run the same command to resume")
+        if run_files is not None:
+            run_files.hand_over_preemption()  # submitit: requeue and exit now that last.ckpt is saved
         raise
     except DivergedError as exc:
         return record.finish("diverged", run_files, started, error=str(exc), diverged_epoch=exc.epoch)
@@ -144,14 +146,16 @@ class ResultsRecorder:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.summary = config_summary(cfg)
+        self.resumed_from: str | None = None
 
     def save_config(self) -> None:
         atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
 
     def running(self, epochs_completed: int, row: dict, resumed_from: str | None = None) -> None:
+        self.resumed_from = resumed_from or self.resumed_from
         payload = self._payload("running", None, epochs_completed, None, {k: v for k, v in row.items() if k != "epoch"})
-        if resumed_from:
-            payload["resumed_from"] = resumed_from
+        if self.resumed_from:
+            payload["resumed_from"] = self.resumed_from
         atomic_write_json(self.run_dir / "results.json", payload)
 
     def finish(self, status: str, run_files: RunFilesCallback | None, started: float, error: str | None = None,
@@ -188,7 +192,7 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
         "weight_decay": select("optimizer.weight_decay"),
         "optimizer": str(select("optimizer._target_")).rsplit(".", 1)[-1],
         "scheduler": str(select("scheduler._target_")).rsplit(".", 1)[-1],
-        "data": _choice("data") or str(select("data.source._target_")).rsplit(".", 1)[-1],
+        "data": _choice("data") or _source_name(select("data.source._target_")),
         "hierarchy": OmegaConf.to_container(select("data.hierarchy")) if OmegaConf.is_config(select("data.hierarchy"))
         else select("data.hierarchy"),
         "batch_size": select("data.batch_size"),
@@ -197,6 +201,14 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
         "task_name": select("task_name"),
         "sweep_name": select("sweep_name"),
     }
+
+
+def _source_name(target: str | None) -> str:
+    """The data config's name (`digits`) for a source class path, as a CLI run records it."""
+    from ncfine.data.sources import REGISTRY
+
+    cls_name = str(target).rsplit(".", 1)[-1]
+    return next((name for name, cls in REGISTRY.items() if cls.__name__ == cls_name), cls_name)
 
 
 def _choice(group: str) -> str | None:

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ncfine.config import CONFIG_DIR, register_resolvers
 from ncfine.utils.errors import NcfineError
@@ -46,7 +47,11 @@ def _main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     except Exception:
         if _in_multirun():
-            return None  # the traceback is in the job's log; results.json says failed
+            # results.json says failed with the one-line error; the traceback goes to the job's
+            # log (RUN_DIR/train.log and the launcher's output), or nobody could debug the job.
+            run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+            logging.getLogger("ncfine.train").exception(f"job failed: {run_dir}")
+            return None
         raise
     if cfg.get("print_summary", True) and results:
         print_summary(results)

@@ -8,10 +8,11 @@ must not wait for instantiation (a missing GPU, a logger whose package is absent
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ncfine.utils.errors import ConfigError, MissingDependencyError
 
@@ -33,12 +34,47 @@ def _get(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@check
+def _missing_values(cfg: DictConfig) -> None:
+    # `???` in a config (data=imagefolder: data.source.root, data.source.mapping) would otherwise
+    # surface as omegaconf's MissingMandatoryValue traceback from inside instantiate.
+    missing = sorted(_missing_keys(cfg))
+    if missing:
+        example = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be set (the config has ??? there); add {example} to the command")
+
+
+def _missing_keys(node, prefix: str = ""):
+    """Dotted keys whose value is `???`, without resolving any interpolation (OmegaConf.missing_keys
+    resolves them, and ${hydra:...} cannot be resolved outside a Hydra run)."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node)) if isinstance(node, ListConfig) else ()
+    for key in keys:
+        name = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if OmegaConf.is_missing(node, key):
+            yield name
+            continue
+        child = node._get_node(key)
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation() and not child._is_none():
+            yield from _missing_keys(child, name + ".")
+
+
+@check
+def _seed(cfg: DictConfig) -> None:
+    seed = _get(cfg, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+
+
 @check
 def _optimizer(cfg: DictConfig) -> None:
     lr, wd = _get(cfg, "optimizer.lr"), _get(cfg, "optimizer.weight_decay")
-    if lr is None or not isinstance(lr, (int, float)) or lr <= 0:
+    if not _is_number(lr) or lr <= 0:
         raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
-    if wd is not None and (not isinstance(wd, (int, float)) or wd < 0):
+    if wd is not None and (not _is_number(wd) or wd < 0):
         raise ConfigError(f"optimizer.weight_decay must be >= 0, got {wd!r}")
 
 
@@ -47,11 +83,33 @@ def _trainer(cfg: DictConfig) -> None:
     epochs = _get(cfg, "trainer.max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
         raise ConfigError(f"trainer.max_epochs must be a positive integer, got {epochs!r}")
+    limit = _get(cfg, "trainer.limit_train_batches")
+    if limit is not None and (not _is_number(limit) or limit <= 0 or (isinstance(limit, float) and limit > 1)):
+        raise ConfigError(
+            f"trainer.limit_train_batches must be a positive number of batches, a fraction in (0, 1] "
+            f"or null (all batches), got {limit!r}"
+        )
     accelerator = str(_get(cfg, "trainer.accelerator") or "auto").lower()
     if accelerator in {"gpu", "cuda"} and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} but no CUDA GPU is available on this machine; "
             "use trainer.accelerator=cpu (or auto)"
+        )
+    if accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("trainer.accelerator=mps but this machine has no Apple MPS device; use trainer.accelerator=cpu (or auto)")
+    if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError("trainer.accelerator=tpu needs torch_xla, which is not installed; use trainer.accelerator=cpu (or auto)")
+
+
+@check
+def _label_level(cfg: DictConfig) -> None:
+    # The head, the NC metrics and the recovery metrics all read the hierarchy's coarse column;
+    # training on the fine labels means a hierarchy whose coarse classes are the fine ones.
+    level = _get(cfg, "model.label_level")
+    if level is not None and level != "coarse":
+        raise ConfigError(
+            f"model.label_level={level!r}: runs train on the hierarchy's coarse labels; to train on the "
+            "fine labels use data.hierarchy=identity (as experiment=paper_cifar10_fine does)"
         )
 
 

@@ -14,24 +14,28 @@ Notation: N samples h_i in R^D with labels y_i; only the C classes that have sam
                      s_c^2 = (1/n_c) sum_{y_i=c} ||e_i||^2                        Galanti et al. 2022 (ICLR)
     nc2_equinorm   = std_c ||M_c|| / mean_c ||M_c||        (sample std, n-1)     Papyan et al. 2020
     nc2_equinorm_w = std_c ||w_c|| / mean_c ||w_c||                             Papyan et al. 2020
-    nc2_equiangle  = std_{c<c'} cos(M_c, M_c')              (sample std; 0 for C=2, one pair)
+    nc2_equiangle  = std_{c<c'} cos(M_c, M_c')  (sample std; 0 for C=2, one pair)  Papyan et al. 2020
     nc2_maxangle   = mean_{c<c'} |cos(M_c, M_c') + 1/(C-1)|                     Papyan et al. 2020
     nc2_etf_error  = || G/||G||_F - (I - 11^T/C)/sqrt(C-1) ||_F                 Zhu et al. 2021; Han et al. 2022
     nc3            = || W/||W||_F - M/||M||_F ||_F^2                            Papyan et al. 2020; Zhu et al. 2021
     nc4            = (1/N) #{i : argmax_c (W h_i + b)_c != argmin_c ||h_i - mu_c||} Papyan et al. 2020
 
-How NC1 is computed without the D x D matrices. With the thin eigendecomposition G = U L U^T on its
-nonzero spectrum (L = diag(l_k) = S^2 for M = U S V^T), Sigma_B^+ = C V L^-1 V^T and
+How NC1 is computed without the D x D matrices. With the thin SVD M = U S V^T on its nonzero
+spectrum, Sigma_B = (1/C) V S^2 V^T, Sigma_B^+ = C V S^-2 V^T and
 
-    nc1 = Tr(Sigma_W V L^-1 V^T) = (1/N) sum_i ||Q^T e_i||^2,
-    Q   = V L^-1/2 = M^T U L^-1                                         (D, r), r = rank M <= min(C-1, D).
+    nc1 = Tr(Sigma_W V S^-2 V^T) = (1/N) sum_i ||Q^T e_i||^2,
+    Q   = V S^-1                                                        (D, r), r = rank M <= min(C-1, D).
 
-(Equivalently nc1 = Tr(A (G^+)^2) with A = (1/N) sum_i (M e_i)(M e_i)^T.) Q comes from the C x C
-Gram G ("class" path) or from the D x D Gram M^T M ("feature" path, V directly); "auto" takes the
-smaller. A sum of squares cannot go negative, unlike Tr(Sigma_W Sigma_B^+) from a float32 pinv.
-The pseudo-inverse keeps at most min(C-1, D) eigenvalues (the centring makes 1 a null vector of G
-exactly), and of those only eigenvalues above `10 * max(C, D) * eps_64 * l_max`, the float64
-rounding level of a Gram matrix of this size; smaller ones are treated as zero.
+(Equivalently nc1 = Tr(A (G^+)^2) with G = M M^T and A = (1/N) sum_i (M e_i)(M e_i)^T.) The SVD is
+taken of M itself, never of a Gram matrix: eigh(M M^T) squares the condition number, so class
+means closer than ~1e-6 ||M|| (fine classes inside one coarse class, say) fall below the Gram's
+rounding level, and their directions -- where NC1 is largest -- would be dropped. M is first
+reduced by a QR factorisation to a C x C factor ("class" path: M^T = Q R, O(D C^2)) or a D x D
+factor ("feature" path: M = Q R, O(C D^2)); "auto" takes the smaller. A sum of squares cannot go
+negative, unlike Tr(Sigma_W Sigma_B^+) from a float32 pinv. The pseudo-inverse keeps at most
+min(C-1, D) singular values (the centring makes 1 a left null vector of M), and of those only
+singular values above `10 * max(C, D) * eps_64 * max(s_max, ||[mu_c]_c||_F)`, the float64 rounding
+level of M (its entries come from means of size ||mu_c||); smaller ones are treated as zero.
 
 Numerics: two passes (class sums; then deviations from the final means), every chunk cast to
 float64 only while it is processed, so memory beyond the features is bounded by the chunk size
@@ -54,7 +58,7 @@ from ncfine.analysis._validation import check_feature_shape, check_labels
 __all__ = ["nc_metrics", "NCAccumulator", "PATHS"]
 
 _F64 = torch.float64
-# Eigenvalues of a float64 Gram matrix of size max(C, D) are known to about max(C, D) * eps * l_max;
+# Singular values of a float64 (C, D) matrix are known to about max(C, D) * eps * (its scale);
 # the factor 10 is the margin that keeps rounding noise out of the pseudo-inverse.
 _RANK_RTOL = 10.0 * torch.finfo(_F64).eps
 # Auto chunk: 2**24 float64 values (128 MiB) per working copy of a chunk, 1024..65536 rows.
@@ -133,47 +137,74 @@ def _require_two_classes(num_present: int, present_ids: torch.Tensor) -> None:
 # --------------------------------------------------------------------------------------------
 # Shared linear algebra
 # --------------------------------------------------------------------------------------------
-def _inverse_of_kept(eigenvalues: torch.Tensor, max_rank: int, size: int, power: float) -> torch.Tensor:
-    """eigenvalue**-power on the kept spectrum, 0 elsewhere (eigenvalues ascending, from eigh).
+def _inverse_of_kept(singular_values: torch.Tensor, max_rank: int, size: int, noise_scale: torch.Tensor) -> torch.Tensor:
+    """1/s on the kept spectrum, 0 elsewhere (singular values descending, from svd).
 
-    Kept: the top `max_rank` eigenvalues that exceed `_RANK_RTOL * size * max eigenvalue`.
+    Kept: the top `max_rank` singular values that exceed `_RANK_RTOL * size * max(s_max, noise_scale)`.
     """
-    top = eigenvalues[-1].clamp_min(0)
-    keep = eigenvalues > top * (_RANK_RTOL * size)
-    keep[: max(eigenvalues.shape[0] - max_rank, 0)] = False
-    safe = torch.where(keep, eigenvalues, torch.ones_like(eigenvalues))
-    return torch.where(keep, safe.pow(-power), torch.zeros_like(eigenvalues))
+    top = torch.maximum(singular_values[0], noise_scale.to(singular_values))
+    keep = singular_values > top * (_RANK_RTOL * size)
+    keep[max_rank:] = False
+    safe = torch.where(keep, singular_values, torch.ones_like(singular_values))
+    return torch.where(keep, safe.reciprocal(), torch.zeros_like(singular_values))
 
 
-def _basis_from_class_gram(means_centred: torch.Tensor) -> torch.Tensor:
-    """Q = M^T U L^-1 from the C x C Gram G = M M^T = U L U^T."""
+def _basis_from_class_factor(means_centred: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
+    """Q = V S^-1 via M^T = Q_r R (R: C x C when C <= D) and the SVD R^T = U S W^T, V = Q_r W."""
     c, d = means_centred.shape
-    eigenvalues, vectors = torch.linalg.eigh(means_centred @ means_centred.T)
-    scale = _inverse_of_kept(eigenvalues, min(c - 1, d), max(c, d), power=1.0)
-    return means_centred.T @ (vectors * scale)
+    q, r = torch.linalg.qr(means_centred.T)
+    _, singular_values, wh = torch.linalg.svd(r.T, full_matrices=False)
+    scale = _inverse_of_kept(singular_values, min(c - 1, d), max(c, d), noise_scale)
+    return q @ (wh.T * scale)
 
 
-def _basis_from_feature_gram(means_centred: torch.Tensor) -> torch.Tensor:
-    """Q = V L^-1/2 from the D x D Gram M^T M = V L V^T."""
+def _basis_from_feature_factor(means_centred: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
+    """Q = V S^-1 via M = Q_r R (R: D x D when C > D) and the SVD R = U S V^T."""
     c, d = means_centred.shape
-    eigenvalues, vectors = torch.linalg.eigh(means_centred.T @ means_centred)
-    scale = _inverse_of_kept(eigenvalues, min(c - 1, d), max(c, d), power=0.5)
-    return vectors * scale
+    r = torch.linalg.qr(means_centred, mode="r").R
+    _, singular_values, vh = torch.linalg.svd(r, full_matrices=False)
+    scale = _inverse_of_kept(singular_values, min(c - 1, d), max(c, d), noise_scale)
+    return vh.T * scale
 
 
-_WHITENING_BASES = {"class": _basis_from_class_gram, "feature": _basis_from_feature_gram}
+_WHITENING_BASES = {"class": _basis_from_class_factor, "feature": _basis_from_feature_factor}
 
 
-def _whitening_basis(means_centred: torch.Tensor, path: str) -> torch.Tensor:
+def _whitening_basis(means_centred: torch.Tensor, global_mean: torch.Tensor, path: str) -> torch.Tensor:
     """(D, k) matrix Q with Tr(Sigma_W Sigma_B^+) / C = Tr(Q^T Sigma_W Q); unkept columns are zero."""
+    c, d = means_centred.shape
     if path == "auto":
-        c, d = means_centred.shape
         path = "class" if c <= d else "feature"
-    return _WHITENING_BASES[path](means_centred)
+    # ||[mu_c]||_F^2 = ||M||_F^2 + C ||mu_G||^2: the size of the uncentred means sets M's rounding level.
+    noise_scale = (means_centred.square().sum() + c * global_mean.square().sum()).sqrt()
+    return _WHITENING_BASES[path](means_centred, noise_scale)
 
 
 def _relative_std(values: torch.Tensor) -> torch.Tensor:
     return values.std() / values.mean()
+
+
+# Pairs with ||M_c - M_c'||^2 below this fraction of ||M_c||^2 + ||M_c'||^2 are recomputed directly.
+_CLOSE_PAIR = 1e-3
+
+
+def _pair_sq_distances(means_centred: torch.Tensor, gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """||M_i - M_j||^2 for the pairs (i, j).
+
+    The Gram form ||M_i||^2 + ||M_j||^2 - 2 <M_i, M_j> costs O(C^2) but carries an absolute error of
+    ~ D eps (||M_i||^2 + ||M_j||^2), which swamps the distance of two close class means (fine
+    classes within one coarse class); those pairs, found by one comparison, are recomputed as the
+    squared norm of the difference, in chunks of pairs (memory bounded, one host sync).
+    """
+    sq_norms = gram.diagonal()
+    size = sq_norms[i] + sq_norms[j]
+    sq_dist = (size - 2.0 * gram[i, j]).clamp_min(0.0)
+    close = (sq_dist <= _CLOSE_PAIR * size).nonzero().squeeze(1)
+    step = max(1, _CHUNK_VALUES // (4 * means_centred.shape[1]))
+    for start in range(0, close.shape[0], step):
+        k = close[start : start + step]
+        sq_dist[k] = (means_centred[i[k]] - means_centred[j[k]]).square().sum(dim=1)
+    return sq_dist
 
 
 def _geometry_metrics(means_centred: torch.Tensor, class_var: torch.Tensor, weight: torch.Tensor | None) -> dict:
@@ -185,8 +216,7 @@ def _geometry_metrics(means_centred: torch.Tensor, class_var: torch.Tensor, weig
     norms = sq_norms.sqrt()
     inv_norms = 1.0 / norms.clamp_min(torch.finfo(_F64).tiny)
     cosines = (gram * inv_norms[:, None] * inv_norms[None, :])[i, j]
-    # Centred means make the Gram form of ||mu_c - mu_c'||^2 well conditioned; clamp rounding below 0.
-    sq_dist = (sq_norms[i] + sq_norms[j] - 2.0 * gram[i, j]).clamp_min(0.0)
+    sq_dist = _pair_sq_distances(means_centred, gram, i, j)
     simplex = torch.eye(c, dtype=_F64, device=gram.device) - 1.0 / c
     out = {
         "nc1_cdnv": ((class_var[i] + class_var[j]) / (2.0 * sq_dist)).mean(),
@@ -232,8 +262,21 @@ def nc_metrics(
     path: str = "auto",
     chunk_size: int | None = None,
 ) -> dict[str, float]:
-    """Neural Collapse metrics of `features` (N, D) grouped by `labels` (N,); see the module docstring
-    for every formula and its paper.
+    """Neural Collapse metrics of `features` (N, D) grouped by `labels` (N,) (Papyan, Han & Donoho 2020,
+    PNAS; nc1_cdnv: Galanti et al. 2022, ICLR). Only the C classes with samples take part; with
+    mu_c the class means, mu_G = (1/C) sum_c mu_c, M = [mu_c - mu_G]_c (C, D), e_i = h_i - mu_{y_i},
+    Sigma_W = (1/N) sum_i e_i e_i^T, Sigma_B = (1/C) M^T M, G = M M^T, W = weight, b = bias:
+
+        nc1            = Tr(Sigma_W Sigma_B^+) / C     (pseudo-inverse on the nonzero spectrum)
+        nc1_cdnv       = mean_{c<c'} (s_c^2 + s_c'^2) / (2 ||mu_c - mu_c'||^2),  s_c^2 = mean_{y_i=c} ||e_i||^2
+        nc2_equinorm   = std_c ||M_c|| / mean_c ||M_c||  (sample std, n-1); nc2_equinorm_w: rows of W
+        nc2_equiangle  = std_{c<c'} cos(M_c, M_c')  (sample std; 0 for C = 2)
+        nc2_maxangle   = mean_{c<c'} |cos(M_c, M_c') + 1/(C-1)|
+        nc2_etf_error  = || G/||G||_F - (I - 11^T/C)/sqrt(C-1) ||_F
+        nc3            = || W/||W||_F - M/||M||_F ||_F^2
+        nc4            = fraction of i with argmax_c (W h_i + b)_c != argmin_c ||h_i - mu_c||
+
+    The module docstring gives the papers per metric and how NC1 is computed (SVD of M, no D x D).
 
     Args:
         features: (N, D) float tensor (float32, bfloat16, float64, ...) on any device.
@@ -241,7 +284,7 @@ def nc_metrics(
         weight: optional (C, D) classifier rows; enables `nc2_equinorm_w`, `nc3`, `nc4`.
         bias: optional (C,) classifier bias, used by `nc4`.
         num_classes: C; default labels.max() + 1. Classes without samples are left out.
-        path: "class" (C x C Gram), "feature" (D x D Gram) or "auto" (the smaller) for NC1's basis.
+        path: "class" (C x C factor of M), "feature" (D x D factor) or "auto" (the smaller) for NC1's basis.
         chunk_size: rows processed at once in float64; None picks 1024..65536 rows, 128 MiB per copy.
 
     Returns:
@@ -287,7 +330,7 @@ def nc_metrics(
     centred_means = means - global_mean
     compact = torch.full((c_all,), -1, dtype=torch.int64, device=device)
     compact[present] = torch.arange(c, device=device)
-    basis = _whitening_basis(centred_means, path)
+    basis = _whitening_basis(centred_means, global_mean, path)
     if weight is not None:
         weight = weight[present]
         bias = bias[present] if bias is not None else None
@@ -537,9 +580,10 @@ class NCAccumulator:
         counts = self.counts[present]
         n = counts.sum()
         means = self.means[present]
-        centred = means - means.mean(dim=0)
+        global_mean = means.mean(dim=0)
+        centred = means - global_mean
         weight = self.weight[present] if self.weight is not None else None
-        basis = _whitening_basis(centred, path)
+        basis = _whitening_basis(centred, global_mean, path)
         within = self.scatter / n
         nc1 = (basis * (within @ basis)).sum().clamp_min(0.0)
         within_sq = self.within_sq[present]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ncfine.analysis._validation import check_features, check_labels, check_several_classes
+from ncfine.analysis.kmeans import _as_count
 
 
 def _check_split(train_features, train_labels, test_features, test_labels, num_classes):
@@ -32,10 +33,15 @@ def _check_split(train_features, train_labels, test_features, test_labels, num_c
     train_labels = check_labels(train_labels, train_features.shape[0], "train_labels", num_classes)
     test_labels = check_labels(test_labels, test_features.shape[0], "test_labels", num_classes)
     check_several_classes(train_labels, "train_labels", "a probe")
-    if num_classes is None:
-        num_classes = int(torch.maximum(train_labels.max(), test_labels.max().to(train_labels.device))) + 1
     device = train_features.device
-    return train_features, train_labels.to(device), test_features, test_labels.to(device), num_classes
+    train_labels, test_labels = train_labels.to(device), test_labels.to(device)
+    if num_classes is None:
+        # Only the ids that occur matter: renumber them 0..K-1 in order (accuracy and the k-NN
+        # tie-break by smaller id are unchanged), so sparse ids like {3, 7, 10**9} cost K columns.
+        ids, inverse = torch.unique(torch.cat([train_labels, test_labels]), return_inverse=True)
+        train_labels, test_labels = inverse[: train_labels.shape[0]], inverse[train_labels.shape[0]:]
+        num_classes = ids.numel()
+    return train_features, train_labels, test_features, test_labels, num_classes
 
 
 def linear_probe(
@@ -59,7 +65,7 @@ def linear_probe(
     Runs on the features' device in float32 (float64 for float64 input).
     Returns {"acc": test accuracy, "train_acc": train accuracy}.
     """
-    if weight_decay < 0 or max_iter < 1:
+    if not weight_decay >= 0 or max_iter < 1:  # `not >=` also rejects NaN
         raise ValueError(f"need weight_decay >= 0 and max_iter >= 1, got {weight_decay} and {max_iter}")
     x_train, y_train, x_test, y_test, num_classes = _check_split(
         train_features, train_labels, test_features, test_labels, num_classes
@@ -165,7 +171,10 @@ def _fit_softmax_regression(
         new_pair = torch.where(keep, torch.stack([step.reshape(-1), change.reshape(-1)]), 0.0)
         pairs.copy_(torch.cat([pairs[1:history], new_pair[:1], pairs[history + 1 :], new_pair[1:]]))
         unused.copy_(torch.cat([unused[1:], (~keep).to(dtype)[None]]))
-        gamma.copy_(torch.where(keep, curvature / (change * change).sum(), gamma))
+        # No step on the grid improved (t = 0): the direction is far too long for these features (raw,
+        # unstandardized features of norm 1e3 and more), and repeating it would stall at W = 0 for good.
+        # Shrink the initial inverse Hessian so that the next grid reaches 2^-8 times shorter steps.
+        gamma.copy_(torch.where(keep, curvature / (change * change).sum(), torch.where(t > 0, gamma, gamma * 2.0**-8)))
         g.copy_(g_new)
         last_step.copy_(t)
 
@@ -250,8 +259,7 @@ def knn_probe(
     DINO uses T = 0.07). Test rows are processed `chunk_size` at a time, so peak memory is about
     chunk_size x N_train similarities. Returns {"acc": test accuracy}.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = _as_count(k)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if temperature is not None and not temperature > 0:

@@ -203,7 +203,10 @@ def fine_recovery(
 
     # Sort by coarse class once so that every class is a contiguous slice; scores ignore order.
     order = torch.argsort(coarse, stable=True)
-    x, coarse_np, fine_np = features.detach()[order], coarse[order].cpu().numpy(), fine[order].cpu().numpy()
+    # Normalise in float32 at least (as k-means computes): l2 in bf16 would round the unit rows to
+    # 8 bits and lose the small residuals that carry the fine classes.
+    x = features.detach()[order].to(torch.promote_types(features.dtype, torch.float32))
+    coarse_np, fine_np = coarse[order].cpu().numpy(), fine[order].cpu().numpy()
     coarse_ids, sizes = np.unique(coarse_np, return_counts=True)
     sizes = sizes.tolist()
     pairs = _contingency(coarse_np, fine_np)  # (coarse present) x (fine present)

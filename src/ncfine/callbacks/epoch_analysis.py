@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import pytorch_lightning as pl
@@ -10,6 +11,10 @@ from ncfine.callbacks.features import Features, FeatureStore
 from ncfine.utils.errors import ConfigError
 
 VALID_SPLITS = ("train", "test")
+
+# Under DDP Lightning suggests sync_dist=True for every epoch-level key; the analysis values are
+# computed once on rank 0 and broadcast, identical on every rank, so there is nothing to reduce.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(nc|fine)/")
 
 
 class EpochAnalysisCallback(pl.Callback):

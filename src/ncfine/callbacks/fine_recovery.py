@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ncfine.analysis.recovery import fine_recovery, knn_probe, linear_probe
+from ncfine.analysis.recovery import NORMALIZERS, fine_recovery, knn_probe, linear_probe
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.utils.errors import ConfigError
 from ncfine.utils.logging import RankedLogger
@@ -45,6 +45,9 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         bad = [m for m in modes if m not in VALID_MODES]
         if bad:
             raise ConfigError(f"unknown fine-recovery mode(s) {bad}; valid modes are {list(VALID_MODES)}")
+        if normalize not in NORMALIZERS:
+            # Checked here, not in the first epoch's fine_recovery call, so a typo fails before training.
+            raise ConfigError(f"unknown fine-recovery normalize {normalize!r}; valid values are {list(NORMALIZERS)}")
         self.modes = tuple(modes)
         self.kmeans_kwargs = dict(
             normalize=normalize, backend=kmeans_backend, n_init=kmeans_n_init, max_iter=kmeans_max_iter, seed=seed

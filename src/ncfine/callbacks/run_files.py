@@ -12,7 +12,6 @@ import csv
 import io
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
+from ncfine.callbacks.preemption import PreemptionSignals
 from ncfine.utils.atomic import atomic_write_text
 from ncfine.utils.logging import RankedLogger
 
@@ -48,6 +48,7 @@ class RunFilesCallback(Checkpoint):
         self._start = time.monotonic()
         self._val_epoch: int | None = None
         self._val_metrics: dict[str, float] = {}
+        self.signals: PreemptionSignals | None = None
 
     # ---- state carried inside the checkpoint -------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -73,12 +74,12 @@ class RunFilesCallback(Checkpoint):
     # ---- hooks ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.monotonic()
-        # SLURM sends SIGUSR1 (or what submitit's signal_delay_s asks for) before a time limit;
-        # treat it like SIGTERM where nothing else handles it: checkpoint, then exit.
-        if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGUSR1, lambda *_: trainer._signal_connector._sigterm_notifier_fn(signal.SIGUSR1, None))
+        self.signals = PreemptionSignals(lambda signum: trainer._signal_connector._sigterm_notifier_fn(signum, None))
+        self.signals.install()
         if trainer.is_global_zero:
             self._write_table()  # drops rows past the checkpoint we resumed from
+            if self.rows and self.on_epoch_written is not None:  # resumed: results.json says how far
+                self.on_epoch_written(self.epochs_completed, self.last_row)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -105,10 +106,23 @@ class RunFilesCallback(Checkpoint):
             self.on_epoch_written(self.epochs_completed, row)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Preemption (SIGTERM/SIGUSR1) mid-epoch: keep the partial epoch so a re-run continues it.
+        # Preemption (SIGTERM, SIGUSR1, submitit's signal) mid-epoch: keep the partial epoch so a
+        # re-run continues it.
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             log.warning(f"interrupted at epoch {trainer.current_epoch}: saving {self.ckpt_dir / LAST} before exit")
             self.save(trainer)
+        if self.signals is not None:
+            self.signals.restore()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.signals is not None:
+            self.signals.restore()
+
+    def hand_over_preemption(self) -> None:
+        """After the interrupted run is recorded: let a deferred scheduler handler (submitit's
+        requeue-and-exit) run now that last.ckpt holds the partial epoch."""
+        if self.signals is not None:
+            self.signals.hand_over()
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, trainer: pl.Trainer) -> None:

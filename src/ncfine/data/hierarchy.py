@@ -102,9 +102,10 @@ class LabelHierarchy:
 
     @classmethod
     def from_mapping(cls, mapping, fine_names: Sequence[str] | None = None) -> "LabelHierarchy":
-        """From a list (coarse id per fine class) or a dict {coarse name: [fine names or ids]}.
+        """From a list (coarse id per fine class), a dict {coarse name: [fine names or ids]}, or (with
+        fine_names) a dict {fine name: coarse name or id}.
 
-        In the dict form every fine class must appear exactly once; a fine class that is missing,
+        In the dict forms every fine class must appear exactly once; a fine class that is missing,
         repeated or unknown is named in the error.
         """
         if isinstance(mapping, Mapping):
@@ -125,6 +126,21 @@ class LabelHierarchy:
     def _from_dict(cls, mapping: dict, fine_names: Sequence[str] | None) -> "LabelHierarchy":
         names = None if fine_names is None else [str(n) for n in fine_names]
         lookup = {} if names is None else {n: i for i, n in enumerate(names)}
+        if _is_fine_to_coarse(mapping, lookup):
+            # {fine class: coarse class}, e.g. {husky: dog, beagle: dog, siamese: cat, tabby: cat}
+            given = {str(k): v for k, v in mapping.items()}
+            missing = [lookup[n] for n in names if n not in given]
+            if missing:
+                raise DataError(
+                    f"fine classes not mapped to any coarse class: {_fmt_classes(missing, names)}; "
+                    "the {fine class: coarse class} mapping needs every fine class"
+                )
+            inverted: dict = {}
+            for fine, coarse in mapping.items():
+                inverted.setdefault(coarse, []).append(fine)
+            if all(isinstance(c, int) and not isinstance(c, bool) for c in inverted):
+                return cls([given[n] for n in names], names)  # coarse ids: checked to be contiguous
+            mapping = {str(c): members for c, members in inverted.items()}
         assigned: dict[int, str] = {}
         for coarse_name, members in mapping.items():
             if isinstance(members, (str, int)) or not isinstance(members, Sequence):
@@ -170,6 +186,8 @@ class LabelHierarchy:
             raise DataError(f"fine and coarse label arrays differ in shape: {tuple(fine.shape)} vs {tuple(coarse.shape)}")
         if num_fine is None:
             num_fine = len(fine_names) if fine_names is not None else int(fine.max()) + 1
+        if fine.numel() and (int(fine.min()) < 0 or int(fine.max()) >= num_fine):
+            raise DataError(f"fine labels span {int(fine.min())}..{int(fine.max())}, outside 0..{num_fine - 1}")
         pairs = torch.unique(torch.stack([fine, coarse], 1), dim=0)
         table: list[int | None] = [None] * num_fine
         for f, c in pairs.tolist():
@@ -253,6 +271,18 @@ class LabelHierarchy:
 
     def __repr__(self) -> str:
         return f"LabelHierarchy(num_fine={self.num_fine}, num_coarse={self.num_coarse}, {self.describe()})"
+
+
+def _is_fine_to_coarse(mapping: dict, lookup: dict[str, int]) -> bool:
+    """True for the {fine class: coarse class} form: every key is a fine class name and every value a
+    single coarse id, or a single coarse name that is not a fine class name (the {coarse: [fine classes]}
+    form has coarse names as keys and fine classes as values)."""
+    values = list(mapping.values())
+    if not lookup or not mapping or not all(isinstance(k, str) and k in lookup for k in mapping):
+        return False
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return True
+    return all(isinstance(v, str) and v not in lookup for v in values)
 
 
 def _positive(value, name: str) -> int:

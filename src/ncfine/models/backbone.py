@@ -52,6 +52,9 @@ def create_backbone(
     The module is the timm model itself (num_classes=0), so its timm methods (set_grad_checkpointing,
     group_matcher, no_weight_decay, ...) stay available.
     """
+    for flag, value in (("small_input", small_input), ("pretrained", pretrained)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} (model.{flag}) must be true or false, got {value!r}")
     if name in NCFINE_BACKBONES:
         if pretrained:
             raise ConfigError(f"backbone {name!r} has no pretrained weights; set pretrained=false")
@@ -83,11 +86,11 @@ def create_backbone(
             )
         rule.patch(model)
     if img_size is not None:
-        check_input_size(model, name, in_chans, img_size)
+        check_input_size(model, name, in_chans, img_size, small_input=small_input)
     return model, feature_dim(model)
 
 
-def check_input_size(model: nn.Module, name: str, in_chans: int, img_size: ImgSize) -> None:
+def check_input_size(model: nn.Module, name: str, in_chans: int, img_size: ImgSize, small_input: bool = True) -> None:
     """One forward pass of a zero image: a backbone that downsamples more than the image allows
     (e.g. VGG's five max-pools on 16x16) fails here in one line, not in the first training step."""
     height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -96,11 +99,12 @@ def check_input_size(model: nn.Module, name: str, in_chans: int, img_size: ImgSi
     try:
         with torch.no_grad():
             model(torch.zeros(1, in_chans, height, width))
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[0]
+    except (RuntimeError, AssertionError, ValueError) as exc:  # timm's ViT/Swin assert their input size
+        reason = _first_line(exc)
         raise ConfigError(
-            f"backbone {name!r} cannot take {height}x{width} images ({reason}); use larger images "
-            "(e.g. data.source.image_size=32) or a backbone that downsamples less"
+            f"backbone {name!r} cannot take {height}x{width} images ({reason.rstrip('.')}); use larger images "
+            "(e.g. data.source.image_size=32)" + ("" if small_input else ", model.small_input=true")
+            + " or a backbone that downsamples less"
         ) from None
     finally:
         model.train(was_training)
@@ -123,8 +127,12 @@ def check_backbone_name(name: str) -> None:
         raise ConfigError(f"backbone must be a timm model name (see timm.list_models()), got {name!r}")
     if name.startswith(_EXTERNAL_PREFIXES):
         return
-    arch, _tag = split_model_name_tag(name)
+    arch, tag = split_model_name_tag(name)
     if timm.is_model(arch):
+        if tag and name not in timm.list_pretrained(f"{arch}.*"):
+            tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
+            valid = f"valid tags: {', '.join(tags)}" if tags else f"{arch!r} has no pretrained tags"
+            raise ConfigError(f"unknown pretrained tag {tag!r} in backbone {name!r}; {valid} (or plain {arch!r})")
         return
     known = list(NCFINE_BACKBONES) + timm.list_models()
     close = difflib.get_close_matches(arch, known, n=6, cutoff=0.6)

@@ -68,12 +68,17 @@ class CoarseClassifier(pl.LightningModule):
     ):
         super().__init__()
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+            raise ConfigError(
+                f"num_classes must be an integer >= 2, got {num_classes!r} (with data.hierarchy, the number of "
+                "coarse classes: map the fine classes to at least 2 coarse classes)"
+            )
         if label_level not in LABEL_COLUMNS:
             raise ConfigError(f"label_level must be one of {sorted(LABEL_COLUMNS)}, got {label_level!r}")
         if not isinstance(nan_check_every_n_steps, int) or nan_check_every_n_steps < 1:
             raise ConfigError(f"nan_check_every_n_steps must be a positive integer, got {nan_check_every_n_steps!r}")
         check_optimizer(optimizer)
+        # Training on the fine labels is the upper bound itself: val/fine_acc_upper = val/acc.
+        log_fine_upper = bool(log_fine_upper) or label_level == "fine"
         backbone_kwargs = _plain_dict(backbone_kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
 
@@ -108,16 +113,26 @@ class CoarseClassifier(pl.LightningModule):
         self._nonfinite_loss: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------- forward
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features h (B, D). Does not change train/eval mode: callers that analyse features
-        put the module in eval mode first (BatchNorm running statistics, no dropout)."""
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features h (B, D) in the module's current mode, with gradients (training uses it)."""
         if x.ndim == 4 and (self._channels_last is True or (self._channels_last == "auto" and x.is_cuda)):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features h (B, D) for analysis: eval mode (BatchNorm running statistics, no
+        dropout), no gradients; the module's train/eval mode is put back afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.penultimate(x)
+        finally:
+            self.train(was_training)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits z = W h + b (B, num_classes)."""
-        return self.head(self.features(x))
+        return self.head(self.penultimate(x))
 
     # ---------------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -204,7 +219,9 @@ class CoarseClassifier(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             return max_epochs, None
-        return max_epochs, max(1, int(total) // max_epochs)
+        # Round up: when trainer.max_steps ends training early, total need not be a multiple of max_epochs,
+        # and a schedule shorter than the run breaks (OneCycleLR raises on the extra steps).
+        return max_epochs, max(1, math.ceil(int(total) / max_epochs))
 
 
 def check_optimizer(optimizer: Callable | None) -> None:
@@ -219,6 +236,19 @@ def check_optimizer(optimizer: Callable | None) -> None:
         raise ConfigError(f"optimizer lr must be a positive number, got {lr!r}")
     if weight_decay is not None and not (_is_number(weight_decay) and weight_decay >= 0):
         raise ConfigError(f"optimizer weight_decay must be a number >= 0, got {weight_decay!r}")
+    # The optimizer's own argument checks (momentum < 0, nesterov without momentum, betas outside [0, 1),
+    # an unknown keyword) run here, on a dummy parameter, instead of after the Trainer has started.
+    try:
+        optimizer([nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as exc:
+        name = getattr(getattr(optimizer, "func", optimizer), "__name__", "optimizer")
+        bound = ", ".join(f"{k}={v!r}" for k, v in keywords.items())
+        raise ConfigError(f"optimizer {name}({bound}) is invalid: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_number(value: Any) -> bool:

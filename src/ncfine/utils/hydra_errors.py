@@ -97,11 +97,27 @@ def _unknown_key(exc: ConfigCompositionException, cause: BaseException) -> str:
     override = append.group(1) if append else full_key
     where = f"'{parent}'" if parent else "the top-level config"
     text = f"{override}: unknown config key '{key}' in {where}"
-    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    close = [f"{parent}.{c}" if parent else c for c in difflib.get_close_matches(key, keys, n=3, cutoff=0.6)]
+    if not close:  # the key one level down, e.g. data.root=DIR for data.source.root=DIR
+        close = [f"{parent}.{c}.{key}" if parent else f"{c}.{key}" for c in _children_with_key(cause.parent_node, key)]
     if close:
-        text += f"; did you mean {' or '.join(f'{parent}.{c}' if parent else c for c in close)}?"
+        text += f"; did you mean {' or '.join(close)}?"
     if keys:
         shown = ", ".join(keys[:_MAX_KEYS]) + (", ..." if len(keys) > _MAX_KEYS else "")
         text += f" (valid keys: {shown})"
     text += f"; to add a new key, use +{override}"
     return text
+
+
+def _children_with_key(node, key: str) -> list[str]:
+    """Names of the dict children of `node` that hold `key` (keys only: no interpolation is resolved)."""
+    found = []
+    try:
+        for name in node.keys():
+            child = node._get_node(name)
+            if hasattr(child, "keys") and not child._is_interpolation() and not child._is_none() \
+                    and key in [str(k) for k in child.keys()]:
+                found.append(str(name))
+    except Exception:  # noqa: BLE001 - a hint only: never mask the error being reported
+        return []
+    return found[:3]

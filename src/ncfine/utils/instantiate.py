@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
 
 from ncfine.utils.errors import ConfigError, NcfineError
 
@@ -17,6 +18,9 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, re-raising the NcfineError (or ImportError) a constructor raised."""
     try:
         return hydra.utils.instantiate(config, *args, **kwargs)
+    except MissingMandatoryValue as exc:  # a `???` left in the config
+        key = getattr(exc, "full_key", None) or "a config value"
+        raise ConfigError(f"{key} must be set (the config has ??? there); add {key}=... to the command") from None
     except InstantiationException as exc:
         unknown = _unknown_target(exc)
         if unknown:

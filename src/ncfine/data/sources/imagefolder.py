@@ -2,6 +2,7 @@
 
     ROOT/train/husky/001.jpg, ROOT/train/beagle/..., ROOT/test/husky/...
     mapping.yaml:  {dog: [husky, beagle], cat: [siamese, tabby]}
+             or:   {husky: dog, beagle: dog, siamese: cat, tabby: cat}   (fine -> coarse)
 
 Fine classes are the sorted sub-directory names of the train split (the test split may lack some,
 not add any). Every image is decoded once with PIL, converted to RGB (or L for in_chans=1),
@@ -120,12 +121,12 @@ def _read_yaml_mapping(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise DataError(f"hierarchy mapping file {path} does not exist (a YAML dict {{coarse: [fine class dirs]}})")
+        raise DataError(f"hierarchy mapping file {path} does not exist (a YAML dict {{coarse: [fine class dirs]}} or {{fine class dir: coarse}})")
     try:
         mapping = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise DataError(f"could not parse {path} as YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(mapping, dict):
-        raise DataError(f"{path} must hold a dict {{coarse: [fine class dirs]}}, got {type(mapping).__name__}")
+        raise DataError(f"{path} must hold a dict {{coarse: [fine class dirs]}} or {{fine class dir: coarse}}, got {type(mapping).__name__}")
     return mapping
 
