@@ -296,10 +296,13 @@ def test_streaming_equals_batch():
     weight, bias = weight_padded(weight, 8), bias_padded(bias, 8)  # classes 6 and 7 empty
     expected = nc_metrics(features, labels, weight, bias, num_classes=8)
     acc = NCAccumulator(num_classes=8, weight=weight, bias=bias, chunk_size=64)
+    empty = (features[:0], labels[:0])  # a batch with no rows is a no-op in either pass
+    acc.update(*empty)
     for part in batches(700, 0):
         acc.update(features[part], labels[part])
     without_nc4 = acc.compute()
     assert "nc4" not in without_nc4
+    acc.second_pass(*empty)
     for part in reversed(batches(700, 1)):  # any batching and order
         acc.second_pass(features[part].float().double(), labels[part])
     got = acc.compute()
@@ -358,6 +361,8 @@ def test_second_pass_must_see_the_same_samples():
         acc.update(features, labels)
     with pytest.raises(ValueError, match="needs the classifier"):
         NCAccumulator(3).second_pass(features, labels)
+    with pytest.raises(ValueError, match="num_classes, an int >= 2, got 1"):
+        NCAccumulator(1)  # at construction, not at the first compute()
 
 
 def test_accumulator_reports_bad_input_at_compute():

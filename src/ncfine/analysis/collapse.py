@@ -365,6 +365,12 @@ def nc_metrics(
 # --------------------------------------------------------------------------------------------
 # Streaming API
 # --------------------------------------------------------------------------------------------
+def _empty_batch(features, labels) -> bool:
+    """A (0, D) batch with (0,) labels: nothing to fold in (a rank or a filter left no rows)."""
+    return (isinstance(features, torch.Tensor) and features.ndim == 2 and features.shape[0] == 0
+            and isinstance(labels, torch.Tensor) and tuple(labels.shape) == (0,))
+
+
 class NCAccumulator:
     """Streaming `nc_metrics`: feed batches, get the same numbers without storing the features.
 
@@ -412,9 +418,8 @@ class NCAccumulator:
         bias: torch.Tensor | None = None,
         chunk_size: int | None = None,
     ):
-        if num_classes is None:
-            raise ValueError("NCAccumulator needs num_classes (an int >= 2)")
-        _check_num_classes(num_classes)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"NCAccumulator needs num_classes, an int >= 2, got {num_classes!r}")
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
             raise ValueError(f"dim must be a positive int or None, got {dim!r}")
         self.num_classes = num_classes
@@ -479,6 +484,8 @@ class NCAccumulator:
         """Pass 1: fold a batch (N_b, D) with labels (N_b,) into the running statistics."""
         if self._frozen is not None:
             raise ValueError("update() after second_pass(): the second pass has frozen the class means; call reset() to start over")
+        if _empty_batch(features, labels):
+            return
         features, labels, rows = self._batch(features, labels, "update")
         c, device = self.num_classes, self.device
         for start in range(0, features.shape[0], rows):
@@ -545,6 +552,8 @@ class NCAccumulator:
             raise ValueError("second_pass() is only for nc4, which needs the classifier: NCAccumulator(..., weight=W)")
         if self.counts is None:
             raise ValueError("second_pass() before any update(): run the first pass over all samples first")
+        if _empty_batch(features, labels):
+            return
         if self._frozen is None:
             self._frozen = self._freeze()
         frozen = self._frozen
