@@ -60,14 +60,6 @@ def test_rerun_skips_completed_and_resume_extends_without_duplicates(log_dir, tm
     assert json.loads((run_dir / "results.json").read_text())["epochs_completed"] == 3
 
 
-def test_unknown_backbone_is_one_line_error(log_dir):
-    proc = run_cli(["model.backbone=resnet181", "trainer.accelerator=cpu"])
-    assert proc.returncode == 2
-    error_lines = [l for l in proc.stderr.splitlines() if l.startswith("ncfine: error:")]
-    assert len(error_lines) == 1 and "resnet181" in error_lines[0] and "resnet18" in error_lines[0]
-    assert "Traceback" not in proc.stderr
-
-
 @pytest.mark.parametrize(
     "data_overrides",
     [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
@@ -57,3 +59,17 @@ def check_several_classes(labels: torch.Tensor, name: str, what: str) -> None:
             f"{name} hold a single class (id {int(ids[0])}); {what} needs at least 2 classes "
             "(with one class there is nothing to tell apart)"
         )
+
+
+def check_count(value, name: str) -> int:
+    """`value` as a positive Python int: ints, numpy integers and 0-d integer tensors pass, bools
+    and floats do not (3.0 clusters is a config mistake, not a count)."""
+    if isinstance(value, bool) or getattr(value, "dtype", None) == torch.bool:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if count < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return count

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Callable
 
 import torch
 
-from ncfine.analysis._validation import check_features
+from ncfine.analysis._validation import check_count, check_features
 from ncfine.utils.errors import require
 
 # Rows per chunk are chosen so that one (rows x columns) distance block holds about this many
@@ -261,7 +260,7 @@ def kmeans(
     """
     features = check_features(features)
     n = features.shape[0]
-    k = _as_count(k)
+    k = check_count(k, "k")
     if k > n:
         raise ValueError(f"k={k} clusters is more than the {n} samples; need k <= number of samples")
     if n_init < 1 or max_iter < 1:
@@ -279,19 +278,6 @@ def kmeans(
         centroids = BACKENDS[name](x, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed)
         labels, inertia = _assign_exact(x, centroids)
     return labels, (centroids + mean).to(features.dtype), inertia
-
-
-def _as_count(k) -> int:
-    """k as a Python int: ints, numpy integers and 0-d integer tensors pass, bools and floats do not."""
-    if isinstance(k, bool) or getattr(k, "dtype", None) == torch.bool:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise ValueError(f"k must be a positive integer, got {k!r}") from None
-    if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return k
 
 
 def _assign_exact(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, float]:

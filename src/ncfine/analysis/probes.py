@@ -13,8 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ncfine.analysis._validation import check_features, check_labels, check_several_classes
-from ncfine.analysis.kmeans import _as_count
+from ncfine.analysis._validation import check_count, check_features, check_labels, check_several_classes
 
 
 def _check_split(train_features, train_labels, test_features, test_labels, num_classes):
@@ -259,7 +258,7 @@ def knn_probe(
     DINO uses T = 0.07). Test rows are processed `chunk_size` at a time, so peak memory is about
     chunk_size x N_train similarities. Returns {"acc": test accuracy}.
     """
-    k = _as_count(k)
+    k = check_count(k, "k")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if temperature is not None and not temperature > 0:
