@@ -171,7 +171,7 @@ def test_channels_last_matches_the_default_layout():
 
 def test_channels_last_auto_stays_nchw_off_cuda_and_rejects_other_values():
     auto = _model(channels_last="auto")
-    auto.on_fit_start()  # on the CPU: nothing to convert
+    auto.setup("fit")  # on the CPU: nothing to convert
     assert not auto.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ConfigError, match="channels_last must be true, false or auto, got 'yes'"):
         _model(channels_last="yes")
@@ -294,3 +294,20 @@ def test_project_configs_instantiate_and_train(schedule):
     assert trainer.global_step == 4
     expected_wd = OmegaConf.load(CONF / "optimizer" / "sgd.yaml").weight_decay
     assert trainer.optimizers[0].param_groups[0]["weight_decay"] == expected_wd
+
+
+def test_channels_last_auto_converts_in_setup_before_the_strategy_wraps_the_model():
+    """DDP lays out gradient buckets by parameter strides when it wraps the model (strategy.setup, before
+    on_fit_start): the 'auto' conversion to channels_last must already have happened in setup()."""
+    from types import SimpleNamespace
+
+    def conv_weights_channels_last(model):
+        weights = [m.weight for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+        assert weights  # (1x1 kernels are contiguous in both layouts)
+        return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
+
+    for device, expected in (("cuda", True), ("cpu", False)):
+        model = CoarseClassifier("resnet10t", 2, small_input=True, channels_last="auto")
+        model.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        model.setup("fit")
+        assert conv_weights_channels_last(model) is expected

@@ -8,6 +8,7 @@ from conftest import FAST
 from fakes import write_fake_cifar10, write_fake_cifar100, write_fake_imagefolder
 from ncfine.api import compose, train
 from ncfine.config import CONFIG_DIR
+from ncfine.optim.param_groups import build_param_groups
 from ncfine.pipeline import build
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -37,6 +38,9 @@ def test_experiment_composes_and_builds(experiment, data_dir, tmp_path):
     if experiment in ("paper_cifar10", "paper_cifar10_fine"):
         assert cfg.model.backbone == "resnet18" and cfg.optimizer.lr == 0.1 and cfg.optimizer.weight_decay == 5e-4
         assert datamodule.num_fine == 10 and datamodule.num_coarse == (10 if experiment.endswith("fine") else 5)
+    if experiment.startswith("paper_"):  # the paper's SGD decays every parameter, norm and bias included
+        groups = build_param_groups(model, cfg.optimizer.weight_decay, exclude_norm_bias=model.hparams.exclude_norm_bias_from_wd)
+        assert {group["weight_decay"] for group in groups} == {cfg.optimizer.weight_decay}
     if experiment == "paper_cifar100":
         assert (datamodule.num_coarse, datamodule.num_fine) == (20, 100)
 

@@ -59,7 +59,7 @@ def _save(fig: Figure, path: str | Path | None) -> Path | None:
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)  # legends below the axes included
     return path
 
 
@@ -84,9 +84,17 @@ def _epoch_axis(ax) -> None:
 
 
 def _log_if_positive(ax, columns: list[pd.Series]) -> None:
+    """Log y scale; where a curve reaches exactly 0 (NC4 on train once every sample is classified
+    like its nearest class mean), symlog, linear only below the smallest positive value, so the
+    zeros stay on the plot and the rest keeps its log scale. Linear if nothing is positive."""
     values = pd.concat(columns).dropna() if columns else pd.Series(dtype=float)
-    if len(values) and (values > 0).all():
+    positive = values[values > 0]
+    if not len(positive):
+        return
+    if len(positive) == len(values):
         ax.set_yscale("log")
+    elif (values >= 0).all():
+        ax.set_yscale("symlog", linthresh=float(positive.min()), linscale=1.0)
 
 
 def plot_nc_curves(metrics: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
@@ -144,7 +152,8 @@ def plot_recovery_curves(metrics: pd.DataFrame, path: str | Path | None = None, 
     for ax in (acc_ax, score_ax):
         _epoch_axis(ax)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            # Below the axes: inside, five or more entries cover the curves of a short run.
+            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     if title:
         fig.suptitle(title)
     _save(fig, path)
@@ -176,12 +185,14 @@ def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: str | Path | None = None,
-             title: str | None = None, max_per_coarse: int | None = 500, seed: int = 0):
+             title: str | None = None, max_per_coarse: int | None = 500, seed: int = 0,
+             coarse_names: Sequence[str] | None = None, fine_names: Sequence[str] | None = None):
     """One panel per superclass: 2-D PCA of that superclass's features, coloured by fine class.
 
     If the features of a superclass still separate by fine class here, coarse training did not
     collapse them (Yang, Steinhardt & Hu 2023, Fig. 1). At most `max_per_coarse` points per panel
-    (a fixed random subset, for legible plots).
+    (a fixed random subset, for legible plots). With `coarse_names` / `fine_names` (indexed by
+    class id, e.g. the run's LabelHierarchy) panels and legends name the classes, else show ids.
     """
     if h.ndim != 2 or coarse.shape[0] != h.shape[0] or fine.shape[0] != h.shape[0]:
         raise ValueError(f"plot_pca needs h (N, D) with N coarse and N fine labels, got h {tuple(h.shape)}, "
@@ -203,8 +214,8 @@ def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: st
         for i, f in enumerate(torch.unique(labels).tolist()):
             mask = labels == f
             ax.scatter(coords[mask, 0].numpy(), coords[mask, 1].numpy(), s=6, alpha=0.7,
-                       color=f"C{i % 10}", label=f"fine {f}")
-        ax.set_title(f"superclass {c}", fontsize="medium")
+                       color=f"C{i % 10}", label=_class_name(fine_names, f, "fine"))
+        ax.set_title(_class_name(coarse_names, c, "superclass"), fontsize="medium")
         ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="small")
         ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="small")
         ax.tick_params(labelsize="x-small")
@@ -213,6 +224,12 @@ def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: st
         fig.suptitle(title)
     _save(fig, path)
     return fig
+
+
+def _class_name(names: Sequence[str] | None, class_id: int, kind: str) -> str:
+    if names is not None and 0 <= class_id < len(names):
+        return str(names[class_id])
+    return f"{kind} {class_id}"
 
 
 def short_name(run_dir: str | Path, width: int = 90) -> str:
@@ -235,7 +252,8 @@ def render_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[P
     for features in sorted(run_dir.glob("features_*.pt")):
         split = features.stem.split("_", 1)[1]
         saved = torch.load(features, map_location="cpu", weights_only=True)
-        plot_pca(saved["h"], saved["coarse"], saved["fine"], out_dir / f"pca_{split}.png", title=f"{name}: {split}")
+        plot_pca(saved["h"], saved["coarse"], saved["fine"], out_dir / f"pca_{split}.png", title=f"{name}: {split}",
+                 coarse_names=saved.get("coarse_names"), fine_names=saved.get("fine_names"))
         written.append(out_dir / f"pca_{split}.png")
     return written
 

@@ -64,10 +64,12 @@ class PlotsCallback(pl.Callback):
         h, coarse, fine = feats.h, feats.coarse, feats.fine
         from ncfine.plot import plot_pca, short_name
 
+        hierarchy = getattr(trainer.datamodule, "hierarchy", None)
+        names = {"coarse_names": getattr(hierarchy, "coarse_names", None), "fine_names": getattr(hierarchy, "fine_names", None)}
         plot_pca(h, coarse, fine, self.plot_dir / f"pca_{self.pca_split}.png",
-                 title=f"{short_name(self.run_dir)}: {self.pca_split} features, epoch {trainer.current_epoch}")
+                 title=f"{short_name(self.run_dir)}: {self.pca_split} features, epoch {trainer.current_epoch}", **names)
         if self.save_features:
-            torch.save({"h": h.cpu(), "coarse": coarse.cpu(), "fine": fine.cpu(), "epoch": trainer.current_epoch},
+            torch.save({"h": h.cpu(), "coarse": coarse.cpu(), "fine": fine.cpu(), "epoch": trainer.current_epoch, **names},
                        self.run_dir / f"features_{self.pca_split}.pt")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

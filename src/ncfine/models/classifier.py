@@ -151,8 +151,12 @@ class CoarseClassifier(pl.LightningModule):
         if last_batch or (batch_idx + 1) % self.hparams.nan_check_every_n_steps == 0:
             self._raise_if_diverged()
 
-    def on_fit_start(self) -> None:
-        if self._channels_last == "auto" and self.device.type == "cuda":
+    def setup(self, stage: str) -> None:
+        # channels_last="auto": convert here, before the strategy moves and wraps the model. DDP lays out its
+        # gradient buckets by the parameters' strides when it is constructed; converting afterwards (e.g. in
+        # on_fit_start) leaves every conv gradient mismatching its bucket view ("Grad strides do not match
+        # bucket view strides"), an extra strided copy per parameter and step. `.to(device)` keeps the layout.
+        if self._channels_last == "auto" and _root_device(self).type == "cuda":
             self.backbone.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
@@ -269,3 +273,14 @@ def _plain_dict(kwargs) -> dict:
     if not isinstance(kwargs, dict):
         raise ConfigError(f"backbone_kwargs must be a mapping of timm.create_model kwargs, got {kwargs!r}")
     return dict(kwargs)
+
+
+def _root_device(module: pl.LightningModule) -> torch.device:
+    """The device the attached trainer will run `module` on (its current device when there is no trainer)."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None:
+        try:
+            return torch.device(trainer.strategy.root_device)
+        except Exception:  # noqa: BLE001 - a trainer whose strategy is not set up
+            pass
+    return module.device
