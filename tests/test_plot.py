@@ -58,3 +58,16 @@ def test_pca_panels_name_the_classes_when_names_are_given(tmp_path):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["airplane", "bird"]
     plain = plot_pca(h, coarse, fine)  # without names: ids
     assert [ax.get_title() for ax in plain.axes] == ["superclass 0", "superclass 1"]
+
+
+def test_cli_with_several_runs_and_one_out_dir_keeps_each_run_apart(tmp_path):
+    from ncfine.plot import main
+
+    for name, nc4 in (("run_a", [0.3, 0.1]), ("run_b", [0.2, 0.0])):
+        (tmp_path / name).mkdir()
+        nc_metrics(nc4).to_csv(tmp_path / name / "metrics.csv", index=False)
+    main([str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--out", str(tmp_path / "plots")])
+    assert (tmp_path / "plots" / "run_a" / "nc_curves.png").exists()
+    assert (tmp_path / "plots" / "run_b" / "nc_curves.png").exists()
+    main([str(tmp_path / "run_a"), "--out", str(tmp_path / "single")])  # one run: straight into --out
+    assert (tmp_path / "single" / "nc_curves.png").exists()

@@ -261,15 +261,19 @@ def render_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[P
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ncfine-plot", description="Plot an ncfine run's curves into RUN_DIR/plots/.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir(s) holding metrics.csv")
-    parser.add_argument("--out", default=None, help="output dir (default: RUN_DIR/plots)")
+    parser.add_argument("--out", default=None,
+                        help="output dir (default: RUN_DIR/plots; with several runs, OUT/<run dir name>)")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
+        out = Path(args.out) if args.out is not None else None
+        if out is not None and len(args.run_dirs) > 1:
+            out = out / Path(run_dir).name  # one folder per run: the file names are the same for every run
         try:
-            written = render_run(run_dir, args.out)
+            written = render_run(run_dir, out)
         except (FileNotFoundError, ValueError, pd.errors.ParserError) as exc:
             print(f"ncfine-plot: error: {exc}", file=sys.stderr)
             sys.exit(2)
-        existing = sorted((Path(args.out) if args.out else Path(run_dir) / "plots").glob("pca_*.png"))
+        existing = sorted((out if out is not None else Path(run_dir) / "plots").glob("pca_*.png"))
         for path in sorted(set(written) | set(existing)):
             print(path)
         if not written:
