@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ncfine.utils.errors import ConfigError, MissingDependencyError
+from ncfine.utils.errors import ConfigError, MissingDependencyError, missing_values_error
 
 Check = Callable[[DictConfig], None]
 CHECKS: list[Check] = []
@@ -44,8 +44,7 @@ def _missing_values(cfg: DictConfig) -> None:
     # surface as omegaconf's MissingMandatoryValue traceback from inside instantiate.
     missing = sorted(_missing_keys(cfg))
     if missing:
-        example = " ".join(f"{key}=..." for key in missing)
-        raise ConfigError(f"{', '.join(missing)} must be set (the config has ??? there); add {example} to the command")
+        raise missing_values_error(missing)
 
 
 def _missing_keys(node, prefix: str = ""):

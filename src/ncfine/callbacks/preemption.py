@@ -60,11 +60,6 @@ class PreemptionSignals:
 
             self._set(preempt, defer)
 
-    @property
-    def deferred(self) -> bool:
-        """True when a handler is waiting for `hand_over()` (a preemption signal arrived)."""
-        return self._deferred is not None
-
     def hand_over(self) -> None:
         """Call the deferred handler (submitit: requeue, then `sys.exit`); call after checkpointing."""
         self.restore()

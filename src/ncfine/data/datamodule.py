@@ -33,6 +33,7 @@ from ncfine.data.hierarchy import LabelHierarchy, build_hierarchy
 from ncfine.data.sources import REGISTRY, RawSplit, Source, create_source
 from ncfine.data.sources.base import check_split
 from ncfine.data.transforms import ImageTransform, channel_stats
+from ncfine.utils.devices import trainer_root_device
 from ncfine.utils.errors import ConfigError, DataError
 from ncfine.utils.logging import RankedLogger
 
@@ -257,13 +258,7 @@ class HierarchicalDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------------------ placement
     def target_device(self) -> torch.device:
         """The attached trainer's root device, else the CPU."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            try:
-                return torch.device(trainer.strategy.root_device)
-            except Exception:  # noqa: BLE001 - a trainer that is not set up yet
-                pass
-        return torch.device("cpu")
+        return trainer_root_device(getattr(self, "trainer", None), torch.device("cpu"))
 
     def uses_device_loader(self, device: torch.device | None = None) -> bool:
         device = device or self.target_device()

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ncfine.models.mlp import create_mlp
 from ncfine.models.small_input import ImgSize, rule_for
-from ncfine.utils.errors import ConfigError
+from ncfine.utils.errors import ConfigError, first_line
 
 # Backbones that ncfine builds itself; each takes (in_chans=, img_size=, **kwargs) and returns a
 # module with a `num_features` attribute. Checked before timm's names.
@@ -100,7 +100,7 @@ def check_input_size(model: nn.Module, name: str, in_chans: int, img_size: ImgSi
         with torch.no_grad():
             model(torch.zeros(1, in_chans, height, width))
     except (RuntimeError, AssertionError, ValueError) as exc:  # timm's ViT/Swin assert their input size
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise ConfigError(
             f"backbone {name!r} cannot take {height}x{width} images ({reason.rstrip('.')}); use larger images "
             "(e.g. data.source.image_size=32)" + ("" if small_input else ", model.small_input=true")
@@ -166,16 +166,12 @@ def _create_timm(name: str, in_chans: int, kwargs: dict, *, pretrained: bool) ->
     except TypeError as exc:
         if not kwargs:
             raise
-        raise ConfigError(f"backbone {name!r} rejected its kwargs {kwargs}: {_first_line(exc)}") from exc
+        raise ConfigError(f"backbone {name!r} rejected its kwargs {kwargs}: {first_line(exc)}") from exc
     except (OSError, RuntimeError) as exc:
         if not pretrained:
             raise
         raise ConfigError(
-            f"cannot load pretrained weights for backbone {name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"cannot load pretrained weights for backbone {name!r} ({type(exc).__name__}: {first_line(exc)}); "
             "without internet, download them into the Hugging Face cache first (HF_HOME), or set pretrained=false"
         ) from exc
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

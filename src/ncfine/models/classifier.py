@@ -18,7 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ncfine.models.backbone import create_backbone
 from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
-from ncfine.utils.errors import ConfigError, DivergedError
+from ncfine.utils.devices import trainer_root_device
+from ncfine.utils.errors import ConfigError, DivergedError, first_line
 
 LABEL_COLUMNS = {"coarse": 1, "fine": 2}  # position in the batch (image, coarse, fine, index)
 
@@ -156,7 +157,7 @@ class CoarseClassifier(pl.LightningModule):
         # gradient buckets by the parameters' strides when it is constructed; converting afterwards (e.g. in
         # on_fit_start) leaves every conv gradient mismatching its bucket view ("Grad strides do not match
         # bucket view strides"), an extra strided copy per parameter and step. `.to(device)` keeps the layout.
-        if self._channels_last == "auto" and _root_device(self).type == "cuda":
+        if self._channels_last == "auto" and trainer_root_device(self._trainer, self.device).type == "cuda":
             self.backbone.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
@@ -247,12 +248,8 @@ def check_optimizer(optimizer: Callable | None) -> None:
     except (ValueError, TypeError) as exc:
         name = getattr(getattr(optimizer, "func", optimizer), "__name__", "optimizer")
         bound = ", ".join(f"{k}={v!r}" for k, v in keywords.items())
-        raise ConfigError(f"optimizer {name}({bound}) is invalid: {_first_line(exc)}") from None
+        raise ConfigError(f"optimizer {name}({bound}) is invalid: {first_line(exc)}") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_number(value: Any) -> bool:
@@ -273,14 +270,3 @@ def _plain_dict(kwargs) -> dict:
     if not isinstance(kwargs, dict):
         raise ConfigError(f"backbone_kwargs must be a mapping of timm.create_model kwargs, got {kwargs!r}")
     return dict(kwargs)
-
-
-def _root_device(module: pl.LightningModule) -> torch.device:
-    """The device the attached trainer will run `module` on (its current device when there is no trainer)."""
-    trainer = getattr(module, "_trainer", None)
-    if trainer is not None:
-        try:
-            return torch.device(trainer.strategy.root_device)
-        except Exception:  # noqa: BLE001 - a trainer whose strategy is not set up
-            pass
-    return module.device

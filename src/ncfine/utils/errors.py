@@ -48,3 +48,15 @@ def require(module: str, *, package: str | None = None, extra: str, feature: str
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(package or module, extra, feature) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def missing_values_error(keys: list[str]) -> ConfigError:
+    """The error for config values left at `???`."""
+    example = " ".join(f"{key}=..." for key in keys)
+    return ConfigError(f"{', '.join(keys)} must be set (the config has ??? there); add {example} to the command")

@@ -11,7 +11,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
-from ncfine.utils.errors import ConfigError, NcfineError
+from ncfine.utils.errors import ConfigError, NcfineError, missing_values_error
 
 
 def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
@@ -19,8 +19,7 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return hydra.utils.instantiate(config, *args, **kwargs)
     except MissingMandatoryValue as exc:  # a `???` left in the config
-        key = getattr(exc, "full_key", None) or "a config value"
-        raise ConfigError(f"{key} must be set (the config has ??? there); add {key}=... to the command") from None
+        raise missing_values_error([getattr(exc, "full_key", None) or "a config value"]) from None
     except InstantiationException as exc:
         unknown = _unknown_target(exc)
         if unknown:
