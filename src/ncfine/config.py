@@ -53,6 +53,20 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ncfine.on_cuda", on_cuda)
 
 
+def register_launchers() -> None:
+    """Register ncfine's Hydra launchers (hydra_plugins.ncfine_launcher) with Hydra directly.
+
+    Hydra finds plugins by listing the modules of the `hydra_plugins` namespace package, which
+    cannot see packages served by setuptools' editable-install finder (`pip install -e .`), so
+    `hydra/launcher=slurm` would fail with "Unknown plugin class" there. Registering twice is harmless.
+    """
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.ncfine_launcher.launcher import NcfineLocalLauncher, NcfineSlurmLauncher
+
+    for launcher in (NcfineLocalLauncher, NcfineSlurmLauncher):
+        Plugins.instance().register(launcher)
+
+
 def on_cuda(accelerator: str) -> bool:
     """Whether a Trainer with this `accelerator` trains on CUDA GPUs (`auto`: when one is present)."""
     accelerator = str(accelerator).lower()

@@ -9,14 +9,24 @@ returns instead of raising, so one bad config does not stop the other jobs. This
 Which jobs belong to this sweep: each job, in its own process whatever the launcher (basic,
 submitit local or SLURM), writes `<sweep dir>/.ncfine_jobs/<job num>.json` naming its run dir
 when it starts; at the end the callback reads each run dir's results.json. A job with a manifest
-but no results.json (killed before it wrote one) counts as `missing`.
+but no results.json (killed before it wrote one) counts as `missing`. A job whose process died
+without returning (SIGKILL, out of memory, out of requeues) is added to the record by ncfine's
+submitit launchers (`record_dead_job`): `missing` without a results.json, `failed` when its
+results.json still says `running`, with the scheduler's reason as its error.
+
+One sweep at a time per sweep dir: the record is cleared when a sweep starts, so a second sweep
+with the same `sweep_name` (same dir) while the first still runs is refused with one line naming
+the running one (`<sweep dir>/.ncfine_jobs.lock`: pid, host, command, start time).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,7 +36,9 @@ from omegaconf import DictConfig
 from ncfine.utils.atomic import atomic_write_json
 
 MANIFEST_DIR = ".ncfine_jobs"
+OWNER_LOCK = ".ncfine_jobs.lock"  # next to MANIFEST_DIR, so clearing the record keeps it
 OK_STATUSES = ("completed", "diverged")
+FINAL_STATUSES = ("completed", "diverged", "failed")
 
 
 class SweepStatusCallback(Callback):
@@ -44,11 +56,18 @@ class SweepStatusCallback(Callback):
     # ---- in the launching process -----------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         manifest = _manifest_dir(config)
+        try:
+            claim_sweep_dir(manifest.parent)
+        except SweepDirBusy as exc:
+            print(f"ncfine: error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
         shutil.rmtree(manifest, ignore_errors=True)  # jobs of an earlier sweep into this dir
         manifest.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs = job_statuses(_manifest_dir(config))
+        manifest = _manifest_dir(config)
+        jobs = job_statuses(manifest)
+        release_sweep_dir(manifest.parent)
         line = summary_line(str(config.get("sweep_name", "")), jobs, self.fail_on)
         bad = [job for job in jobs if job["status"] in self.fail_on]
         if bad:
@@ -76,18 +95,96 @@ def _manifest_dir(config: DictConfig) -> Path:
 
 
 def job_statuses(manifest_dir: Path) -> list[dict[str, Any]]:
-    """One {num, run_dir, status, error} per job that started, in job order."""
+    """One {num, run_dir, status, error} per job that started or died, in job order."""
     jobs = []
     for path in Path(manifest_dir).glob("*.json"):
         try:
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        results = _read_json(Path(entry["run_dir"]) / "results.json")
+        run_dir = entry.get("run_dir")
+        results = _read_json(Path(run_dir) / "results.json") if run_dir else None
         entry["status"] = results.get("status", "missing") if results else "missing"
         entry["error"] = results.get("error") if results else "no results.json (the job died before writing it)"
+        died = entry.get("died")
+        if died and entry["status"] not in FINAL_STATUSES:
+            # The process is gone: a results.json saying `running` is no longer true.
+            entry["status"] = "missing" if results is None else "failed"
+            entry["error"] = died
         jobs.append(entry)
     return sorted(jobs, key=lambda job: int(job.get("num", 0)))
+
+
+def record_dead_job(sweep_dir: Path, num: int, overrides: list[str], reason: str) -> None:
+    """Add to the job record that job `num` ended without returning (the launcher knows, the job
+    could not say). Keeps the run dir the job recorded when it started, if it got that far."""
+    path = Path(sweep_dir) / MANIFEST_DIR / f"{num}.json"
+    entry = _read_json(path) or {"num": num, "run_dir": None, "overrides": list(overrides)}
+    entry["died"] = reason
+    atomic_write_json(path, entry)
+
+
+class SweepDirBusy(RuntimeError):
+    """Another sweep, still running, owns this sweep dir's job record."""
+
+
+def claim_sweep_dir(sweep_dir: Path) -> None:
+    """Make this process the owner of `sweep_dir`'s job record, or raise SweepDirBusy naming the
+    running owner. An owner whose process is gone (same host) is stale and replaced."""
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = sweep_dir / OWNER_LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "command": " ".join(sys.argv)}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _read_json(lock)
+            if owner is None and _age_s(lock) < 10:
+                owner = {"pid": "?", "host": "?", "started": "just now", "command": "(starting)"}  # being written
+            elif owner is None or not _alive(owner) or _is_me(owner):
+                lock.unlink(missing_ok=True)  # stale: a crashed sweep, an unreadable file, or ours from before
+                continue
+            raise SweepDirBusy(
+                f"sweep dir {sweep_dir} is in use by a running sweep (pid {owner.get('pid')} on "
+                f"{owner.get('host')}, started {owner.get('started')}: {owner.get('command')}); wait for it, "
+                f"or give this one another sweep_name=... (if that sweep is not running, delete {lock})"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        return
+    raise SweepDirBusy(f"could not claim sweep dir {sweep_dir}: {lock} keeps reappearing")
+
+
+def release_sweep_dir(sweep_dir: Path) -> None:
+    lock = Path(sweep_dir) / OWNER_LOCK
+    owner = _read_json(lock)
+    if owner and _is_me(owner):
+        lock.unlink(missing_ok=True)
+
+
+def _is_me(owner: dict[str, Any]) -> bool:
+    return owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot check a process on another machine: assume it runs
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
 
 
 def summary_line(sweep_name: str, jobs: list[dict[str, Any]], fail_on: Iterable[str]) -> str:
@@ -102,7 +199,7 @@ def summary_line(sweep_name: str, jobs: list[dict[str, Any]], fail_on: Iterable[
     head = f"ncfine: sweep {sweep_name}: " if sweep_name else "ncfine: sweep: "
     if not bad:
         return f"{head}{total} of {total} jobs finished ({tally})"
-    dirs = ", ".join(f"{Path(job['run_dir']).name} ({job['status']})" for job in bad)
+    dirs = ", ".join(f"{_job_name(job)} ({job['status']})" for job in bad)
     errors: dict[str, int] = {}
     for job in bad:
         error = _short(job.get("error"))
@@ -110,6 +207,12 @@ def summary_line(sweep_name: str, jobs: list[dict[str, Any]], fail_on: Iterable[
             errors[error] = errors.get(error, 0) + 1
     reasons = "; ".join(f"{error} (x{n})" if n > 1 else error for error, n in errors.items())
     return f"{head}{len(bad)} of {total} jobs failed ({tally}): {dirs}" + (f"; errors: {reasons}" if reasons else "")
+
+
+def _job_name(job: dict[str, Any]) -> str:
+    if job.get("run_dir"):
+        return Path(job["run_dir"]).name
+    return f"job #{job.get('num')} ({','.join(job.get('overrides') or [])})"  # died before it had a run dir
 
 
 def _short(error: str | None, width: int = 160) -> str:

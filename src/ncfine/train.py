@@ -14,11 +14,12 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ncfine.config import CONFIG_DIR, register_resolvers
+from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
 from ncfine.utils.errors import NcfineError
 from ncfine.utils.hydra_errors import report_composition_errors
 
 register_resolvers()
+register_launchers()
 
 INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
