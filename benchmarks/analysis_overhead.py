@@ -24,11 +24,13 @@ def main() -> None:
     parser.add_argument("--kmeans-backend", default="auto", help="auto | torch | faiss")
     args, device = parse_training_args(parser)
     overrides = [*training_overrides(args, device), f"trainer.max_epochs={args.epochs}"]
-    plain, plain_wall, _ = ncfine_epochs([*overrides, "callbacks=none"], device)
+    plain, plain_wall, _ = ncfine_epochs([*overrides, "callbacks=none"], device, args.clock)
     analysed, analysed_wall, _ = ncfine_epochs(
-        [*overrides, "callbacks=analysis", f"callbacks.fine_recovery.kmeans_backend={args.kmeans_backend}"], device)
+        [*overrides, "callbacks=analysis", f"callbacks.fine_recovery.kmeans_backend={args.kmeans_backend}"], device,
+        args.clock)
     result = {
         "device": device_name(device),
+        "clock": args.clock,
         "backbone": args.backbone,
         "epochs": args.epochs,
         "plain_s_per_epoch": mean_after_warmup(plain),

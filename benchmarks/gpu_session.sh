@@ -1,50 +1,53 @@
 #!/usr/bin/env bash
-# Every GPU benchmark in one go (about 5 minutes on one H100), JSON results into $OUT (default
-# ./bench-out). Meant for a machine that has torch, timm, lightning and torchmetrics but maybe
-# not hydra-core/omegaconf: pass a folder of their wheels as WHEELS to install them to /tmp/site.
+# The speed targets in one GPU call (about 2-3 minutes on one H100/H200, at most TIME_LIMIT_S), JSON into
+# $OUT (default ./bench-out); then `python benchmarks/update_readme.py $OUT` writes the table of
+# benchmarks/README.md from those files. Meant for a machine that has torch, timm, lightning and
+# torchmetrics but not hydra-core/omegaconf/hydra-submitit-launcher: pass a folder of their wheels
+# as WHEELS to install them to /tmp/site (see benchmarks/_device_env.sh).
 #
 #   CIFAR_ROOT=DIR bash benchmarks/gpu_session.sh                 # DIR holds cifar-10-batches-py
 #   CIFAR_PACK=DIR WHEELS=.whl bash benchmarks/gpu_session.sh    # DIR: cifar10-jpeg.npz + make_cifar10_batches.py
+#   TINY=1 ...                                                    # CPU dry run: digits, --quick sizes
 #
-# Through the device tool (the ../shared beside the checkout does not travel): copy the pack into the
-# ignored folder .device/ (cp ../shared/datasets/{cifar10-jpeg.npz,make_cifar10_batches.py} .device/),
-# keep the hydra-core, omegaconf and antlr4-python3-runtime wheels in the ignored .whl/, then
-#   run(command="CIFAR_PACK=.device WHEELS=.whl bash benchmarks/gpu_session.sh", carry=[".device", ".whl"], timeout_s=600)
-# $OUT receives 8 files (the tool's limit): gpu.txt, session.log and six JSON files. A benchmark that
-# fails does not stop the others; its output is in session.log and the script exits non-zero at the end.
+# Runs: throughput.py (ncfine vs the plain loop, ResNet-18, CIFAR-10), analysis_overhead.py
+# (ResNet-18, CIFAR-10, analysis every epoch), nc_metrics.py (60k x 512 x 10 and the ImageNet-scale
+# row, re-timed after NC1 moved to QR + SVD), recovery.py --bundle-only (the per-epoch recovery bundle).
+# $OUT receives 6 files: gpu.txt, session.log and four JSON files. A benchmark that fails does
+# not stop the others; its output is in session.log and the script exits non-zero at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SECONDS=0
+TIME_LIMIT_S=${TIME_LIMIT_S:-230}
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
 : >"$LOG"
-export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-set -e
-if [ -n "${WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl
-  export PYTHONPATH="/tmp/site:$PYTHONPATH"
+if [ -n "${TINY:-}" ]; then
+  export CIFAR_ROOT=${CIFAR_ROOT:-unused}  # --tiny trains on digits
+  data=(--tiny --clock wall) epochs_t=2 epochs_a=2 nc=(--device cpu --quick --repeats 1 --sizes cifar10) rec=(--device cpu --quick --repeats 1)
+else
+  data=(--data-root) epochs_t=3 epochs_a=3 nc=(--device cuda --sizes cifar10,imagenet) rec=(--device cuda)
 fi
-if [ -z "${CIFAR_ROOT:-}" ]; then
-  if [ -z "${CIFAR_PACK:-}" ]; then
-    echo "set CIFAR_ROOT (a folder holding cifar-10-batches-py) or CIFAR_PACK (cifar10-jpeg.npz + make_cifar10_batches.py)" >&2
-    exit 2
-  fi
-  CIFAR_ROOT=/tmp/cifar
-  python3 "$CIFAR_PACK/make_cifar10_batches.py" "$CIFAR_ROOT"
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, timm, pytorch_lightning as pl; print('torch', torch.__version__, 'timm', timm.__version__, 'lightning', pl.__version__)" | tee -a "$OUT/gpu.txt"
-set +e
+# shellcheck source=benchmarks/_device_env.sh
+source benchmarks/_device_env.sh || { echo "setup failed"; exit 2; }
+[ -z "${TINY:-}" ] && data+=("$CIFAR_ROOT")
 
 failed=()
 # bench LINES CMD...: run CMD with its whole output appended to session.log; print the last LINES lines
 # (the table; 0 = all), or the end of the output when it failed, and go on with the next benchmark.
+# Each benchmark gets what is left of TIME_LIMIT_S (default 230 s from the script's start), so the
+# call ends, with the JSON of every benchmark that finished, before the device call's timeout.
 bench() {
-  local lines=$1 rc start=$SECONDS step
-  step=$(mktemp)
+  local lines=$1 rc start=$SECONDS step left=$((TIME_LIMIT_S - SECONDS))
   shift
-  echo "== $*" | tee -a "$LOG"
-  "$@" 2>&1 | tee -a "$LOG" >"$step"
+  if [ "$left" -lt 10 ]; then
+    failed+=("$*")
+    echo "== SKIPPED (out of time: TIME_LIMIT_S=$TIME_LIMIT_S): $*" | tee -a "$LOG"
+    return
+  fi
+  step=$(mktemp)
+  echo "== $* (at most ${left} s)" | tee -a "$LOG"
+  timeout "$left" "$@" 2>&1 | tee -a "$LOG" >"$step"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
     failed+=("$*")
@@ -55,18 +58,17 @@ bench() {
   else
     cat "$step"
   fi
+  echo "   ($((SECONDS - start)) s)"
   rm -f "$step"
 }
 
-for backbone in resnet18 vgg16_bn densenet121; do
-  epochs=3; [ "$backbone" = densenet121 ] && epochs=2
-  bench 2 python3 benchmarks/throughput.py --data-root "$CIFAR_ROOT" --backbone "$backbone" --epochs "$epochs" \
-    --json "$OUT/throughput_$backbone.json"
-done
-bench 2 python3 benchmarks/analysis_overhead.py --data-root "$CIFAR_ROOT" --backbone resnet18 --epochs 4 \
+bench 2 python3 benchmarks/throughput.py "${data[@]}" --backbone resnet18 --epochs "$epochs_t" \
+  --json "$OUT/throughput_resnet18.json"
+bench 2 python3 benchmarks/analysis_overhead.py "${data[@]}" --backbone resnet18 --epochs "$epochs_a" \
   --kmeans-backend torch --json "$OUT/analysis_overhead_resnet18.json"
-bench 0 python3 benchmarks/nc_metrics.py --device cuda --json "$OUT/nc_metrics.json"
-bench 0 python3 benchmarks/recovery.py --device cuda --json "$OUT/recovery.json"
+bench 0 python3 benchmarks/nc_metrics.py "${nc[@]}" --json "$OUT/nc_metrics.json"
+bench 0 python3 benchmarks/recovery.py "${rec[@]}" --bundle-only --json "$OUT/recovery.json"
+echo "== done in ${SECONDS} s; the table: python benchmarks/update_readme.py $OUT"
 
 if [ "${#failed[@]}" -gt 0 ]; then
   printf 'failed: %s\n' "${failed[@]}"

@@ -68,7 +68,7 @@ def hierarchical(n: int, dim: int, device: torch.device, coarse: int = 5, fine_p
     return x, c, fine
 
 
-def run(device: torch.device, quick: bool, repeats: int) -> list[dict]:
+def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = False) -> list[dict]:
     scale_n, scale_d = (10, 4) if quick else (1, 1)
     rows: list[dict] = []
 
@@ -80,8 +80,8 @@ def run(device: torch.device, quick: bool, repeats: int) -> list[dict]:
               f"{metric}={value:.4g} {note}", flush=True)
 
     # k-means
-    sizes = [(10_000, 512, 10, 10, 100), (60_000, 512, 10, 10, 100)]
-    if device.type == "cuda" and not quick:
+    sizes = [] if bundle_only else [(10_000, 512, 10, 10, 100), (60_000, 512, 10, 10, 100)]
+    if device.type == "cuda" and not quick and not bundle_only:
         sizes.append((1_000_000, 2048, 1000, 1, 20))
     for n, d, k, n_init, max_iter in sizes:
         n, d = n // scale_n, d // scale_d
@@ -96,11 +96,11 @@ def run(device: torch.device, quick: bool, repeats: int) -> list[dict]:
             )
             add("kmeans", f"{n}x{d} k={k}", backend, times, "inertia/N", inertia / n, f"n_init={n_init} max_iter={max_iter}")
         del x
-    if device.type == "cpu" and not quick:
+    if device.type == "cpu" and not quick and not bundle_only:
         print("kmeans        cpu   1M x 2048 k=1000 skipped on CPU (hours); run on a GPU")
 
     # probes
-    for n_train, n_test, d in [(10_000, 2_000, 512), (50_000, 10_000, 512)]:
+    for n_train, n_test, d in [] if bundle_only else [(10_000, 2_000, 512), (50_000, 10_000, 512)]:
         n_train, n_test, d = n_train // scale_n, n_test // scale_n, d // scale_d
         x_train, _, y_train = hierarchical(n_train, d, device, seed=0)
         x_test, _, y_test = hierarchical(n_test, d, device, seed=1)
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
+    parser.add_argument("--bundle-only", action="store_true", help="only the per-epoch bundle (and its two k-means parts)")
     args = parser.parse_args()
 
     devices = []
@@ -155,9 +156,9 @@ def main() -> None:
     print(f"{'case':<13} {'dev':<5} {'impl':<6} {'shape':<24} {'median_s':>9} {'min_s':>9}  result")
     rows = []
     for device in devices:
-        rows += run(device, args.quick, args.repeats)
+        rows += run(device, args.quick, args.repeats, args.bundle_only)
     if args.json:
-        meta = dict(quick=args.quick, repeats=args.repeats, torch=torch.__version__, threads=torch.get_num_threads(),
+        meta = dict(quick=args.quick, bundle_only=args.bundle_only, repeats=args.repeats, torch=torch.__version__, threads=torch.get_num_threads(),
                     cpu=platform.processor() or platform.machine(),
                     gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
         with open(args.json, "w") as f:

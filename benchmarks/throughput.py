@@ -59,6 +59,8 @@ def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_s
 
 def main() -> None:
     args, device = parse_training_args(training_parser(__doc__, epochs=3))
+    if args.clock != "wall":
+        raise SystemExit("throughput.py: only --clock wall (the plain loop is timed in wall seconds)")
     on_cuda = device.type == "cuda"
     overrides = training_overrides(args, device)
     # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);

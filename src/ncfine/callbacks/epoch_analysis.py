@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pytorch_lightning as pl
 
@@ -24,17 +24,24 @@ class EpochAnalysisCallback(pl.Callback):
     reaches every Lightning logger, metrics.csv and results.json.
     """
 
-    def __init__(self, every_n_epochs: int = 1, splits: Sequence[str] = ("train", "test"), max_samples: int | None = None):
+    def __init__(self, every_n_epochs: int = 1, splits: Sequence[str] = ("train", "test"), max_samples: int | None = None,
+                 max_samples_per_split: Mapping[str, int | None] | None = None):
         if not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
             raise ConfigError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
         bad = [s for s in splits if s not in VALID_SPLITS]
         if bad:
             raise ConfigError(f"unknown analysis split(s) {bad}; valid splits are {list(VALID_SPLITS)}")
-        if max_samples is not None and max_samples <= 0:
-            raise ConfigError(f"max_samples must be positive or null, got {max_samples!r}")
+        _check_cap(max_samples, "max_samples")
+        per_split = dict(max_samples_per_split or {})
+        bad = [s for s in per_split if s not in VALID_SPLITS]
+        if bad:
+            raise ConfigError(f"unknown split(s) {bad} in max_samples_per_split; valid splits are {list(VALID_SPLITS)}")
+        for split, cap in per_split.items():
+            _check_cap(cap, f"max_samples_per_split.{split}")
         self.every_n_epochs = every_n_epochs
         self.splits = tuple(splits)
         self.max_samples = max_samples
+        self.max_samples_per_split = per_split
         self.last_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
 
@@ -43,9 +50,15 @@ class EpochAnalysisCallback(pl.Callback):
         last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
         return epoch % self.every_n_epochs == 0 or last or trainer.should_stop
 
+    def samples_cap(self, split: str) -> int | None:
+        """The size of the fixed subset of `split` analysed: the smaller of `max_samples` and
+        `max_samples_per_split[split]` (None: the whole split)."""
+        caps = [c for c in (self.max_samples, self.max_samples_per_split.get(split)) if c is not None]
+        return min(caps) if caps else None
+
     def features(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> Features:
-        """This epoch's features of `split` (a fixed random subset of `max_samples` if set)."""
-        return FeatureStore.of(trainer).get(trainer, pl_module, split, self.max_samples)
+        """This epoch's features of `split` (a fixed random subset when `samples_cap(split)` is set)."""
+        return FeatureStore.of(trainer).get(trainer, pl_module, split, self.samples_cap(split))
 
     def required_splits(self, trainer: pl.Trainer) -> tuple[str, ...]:
         """The splits `compute` reads; every rank extracts them before rank 0 computes."""
@@ -53,6 +66,14 @@ class EpochAnalysisCallback(pl.Callback):
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         raise NotImplementedError
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Validation passes over the test split anyway: keep its features for this epoch's analysis.
+        if self.should_run(trainer) and "test" in self.required_splits(trainer):
+            FeatureStore.of(trainer).begin_capture(self, trainer, pl_module, "test")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        FeatureStore.of(trainer).capture_batch(self, outputs, batch, dataloader_idx)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self.should_run(trainer):
@@ -67,3 +88,8 @@ class EpochAnalysisCallback(pl.Callback):
         self.last_epoch, self.last_metrics = trainer.current_epoch, dict(metrics or {})
         if metrics:
             pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
+
+
+def _check_cap(value, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")

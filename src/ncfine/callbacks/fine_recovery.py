@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ncfine.analysis.recovery import NORMALIZERS, fine_recovery, knn_probe, linear_probe
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
@@ -40,8 +40,9 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         knn: bool = True,
         knn_k: int = 20,
         seed: int = 0,
+        max_samples_per_split: Mapping[str, int | None] | None = None,
     ):
-        super().__init__(every_n_epochs, splits, max_samples)
+        super().__init__(every_n_epochs, splits, max_samples, max_samples_per_split)
         bad = [m for m in modes if m not in VALID_MODES]
         if bad:
             raise ConfigError(f"unknown fine-recovery mode(s) {bad}; valid modes are {list(VALID_MODES)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ncfine.analysis.collapse import nc_metrics
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
@@ -20,8 +20,9 @@ class NeuralCollapseCallback(EpochAnalysisCallback):
         splits: Sequence[str] = ("train", "test"),
         max_samples: int | None = None,
         fine: bool = True,
+        max_samples_per_split: Mapping[str, int | None] | None = None,
     ):
-        super().__init__(every_n_epochs, splits, max_samples)
+        super().__init__(every_n_epochs, splits, max_samples, max_samples_per_split)
         self.fine = fine
 
     def compute(self, trainer, pl_module) -> dict[str, float]:

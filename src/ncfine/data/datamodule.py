@@ -325,9 +325,15 @@ class HierarchicalDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def val_split(self) -> str:
+        """The split `val_dataloader` passes over. It is that split's analysis pass batch for batch
+        (same dataset, transform, batch size and order; Lightning shards it under DDP as the analysis
+        loader shards itself), so the analysis may reuse validation's features of it."""
+        return "test"
+
     def val_dataloader(self):
         # Lightning keeps this loader for the whole fit (and shards it under DDP): keep its workers alive.
-        return self._eval_loader("test", distributed_sampler=False, persistent=True)
+        return self._eval_loader(self.val_split(), distributed_sampler=False, persistent=True)
 
     def test_dataloader(self):
         return self._eval_loader("test", distributed_sampler=False, persistent=False)

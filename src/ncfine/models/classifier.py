@@ -189,9 +189,12 @@ class CoarseClassifier(pl.LightningModule):
             return None
 
     # -------------------------------------------------------------------------------------- validation
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Also returns the batch's penultimate features {"features": h}, computed as `features(x)`
+        computes them (eval mode, `penultimate`), for the analysis callbacks to reuse."""
         image, target = batch[0], batch[self._label_column]
-        logits = self(image)
+        h = self.penultimate(image)
+        logits = self.head(h)
         loss = F.cross_entropy(logits, target)
         batch_size = target.shape[0]
         self.val_acc.update(logits, target)
@@ -200,6 +203,7 @@ class CoarseClassifier(pl.LightningModule):
         if self.val_fine_acc_upper is not None:
             self.val_fine_acc_upper.update(logits, target)
             self.log("val/fine_acc_upper", self.val_fine_acc_upper, on_step=False, on_epoch=True, batch_size=batch_size)
+        return {"features": h}
 
     # ------------------------------------------------------------------------------------ optimization
     def configure_optimizers(self):

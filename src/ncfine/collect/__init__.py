@@ -1,0 +1,40 @@
+"""`ncfine-collect SWEEP_DIR`: one table of a sweep's jobs, and lr x wd heatmaps per backbone.
+
+    ncfine-collect logs/paper_grid/multirun/paper_grid             # writes into the sweep dir
+    ncfine-collect SWEEP_DIR --out reports/grid
+    ncfine-collect --wandb ENTITY/PROJECT --group paper_grid --out reports/grid
+
+Writes `summary.csv` and `summary.md` (one row per job: backbone, lr, wd, seed, status, coarse
+test accuracy `val/acc`, NC1-NC4 on train and test, fine-class recovery, probe and k-NN accuracy,
+epochs, wall time, error) and `heatmap_<metric>_<backbone>.png` (lr x wd, seeds as mean +- std)
+for `fine/test/kmeans_per_coarse_acc` and `nc/train/nc1`. With several seeds per config,
+`summary_by_config.csv` and a second table in summary.md give mean +- std over seeds.
+
+Every job shows up: a job whose results.json says failed/diverged/running keeps that status, and
+a job dir with no results.json (Hydra made it, the job died before writing) is `missing`, and so
+is a job that SWEEP_DIR/multirun.yaml (the sweep's last command) asked for but that has no dir yet
+(queued, or never started); in a heatmap such cells are grey and say why. Nothing is dropped silently.
+
+The steps are plain functions for notebooks:
+    runs = load_runs(sweep_dir); table = summarize(runs); write_heatmaps(table, out_dir)
+
+Modules: `schema` (columns, statuses), `loading` (run dirs), `wandb_runs` (W&B), `tables`
+(summary table and files), `heatmaps`, `reproduction` (the GPU reproduction's tarball -> the
+RESULTS.md tables: `ncfine-collect --reproduction TARBALL`), `cli` (`ncfine-collect`).
+"""
+
+from ncfine.collect.cli import collect, main
+from ncfine.collect.heatmaps import heatmap_grid, heatmap_name, plot_heatmap, write_heatmaps
+from ncfine.collect.loading import DEFAULT_SUBDIR, expected_jobs, find_job_dirs, load_run, load_runs
+from ncfine.collect.schema import (
+    CONFIG_COLUMNS, GRID_OVERRIDES, HEATMAP_METRICS, METRIC_COLUMNS, OK, CollectError,
+)
+from ncfine.collect.tables import aggregate_seeds, summarize, to_markdown, write_summary
+from ncfine.collect.wandb_runs import WANDB_STATES, load_wandb_runs, run_from_wandb
+
+__all__ = [
+    "CONFIG_COLUMNS", "DEFAULT_SUBDIR", "GRID_OVERRIDES", "HEATMAP_METRICS", "METRIC_COLUMNS", "OK", "WANDB_STATES",
+    "CollectError", "aggregate_seeds", "collect", "expected_jobs", "find_job_dirs", "heatmap_grid", "heatmap_name",
+    "load_run", "load_runs", "load_wandb_runs", "main", "plot_heatmap", "run_from_wandb", "summarize",
+    "to_markdown", "write_heatmaps", "write_summary",
+]

@@ -1,0 +1,139 @@
+"""Per-job dicts -> the sweep table (one row per job), its mean +- std over seeds, and
+summary.csv / summary.md."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ncfine.collect.schema import CONFIG_COLUMNS, GRID_OVERRIDES, METRIC_COLUMNS, OK, tally
+
+
+def summarize(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
+    """One row per job: config columns, status, `metrics` (NaN where a job has none), epochs,
+    wall time, error, and `variant` (what else the sweep varied besides backbone/lr/wd/seed)."""
+    variants = _variants([run.get("overrides") or [] for run in runs])
+    rows = []
+    for run, variant in zip(runs, variants):
+        cfg = run.get("config") or {}
+        row = {"job": run.get("job")}
+        row.update({key: cfg.get(key) for key in CONFIG_COLUMNS})
+        row["variant"] = variant
+        row["status"] = run.get("status")
+        found = run.get("metrics") or {}
+        row.update({key: _float(found.get(key)) for key in metrics})
+        row["epochs"] = run.get("epochs_completed")
+        row["wall_time_s"] = run.get("wall_time_s")
+        row["error"] = run.get("error")
+        rows.append(row)
+    columns = ["job", *CONFIG_COLUMNS, "variant", "status", *metrics, "epochs", "wall_time_s", "error"]
+    table = pd.DataFrame(rows, columns=columns)
+    for key in ("lr", "weight_decay"):
+        table[key] = pd.to_numeric(table[key], errors="coerce")
+    table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
+    return table.sort_values(["variant", "backbone", "lr", "weight_decay", "seed", "job"],
+                             ascending=[True, True, False, False, True, True], na_position="last",
+                             key=_sort_key).reset_index(drop=True)
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    return column.astype(str) if column.dtype == object else column
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _variants(overrides: list[list[str]]) -> list[str]:
+    """Per job, the overrides that differ between jobs, apart from the lr x wd grid and the seed."""
+    parsed = [dict(item.split("=", 1) if "=" in item else (item, "") for item in items) for items in overrides]
+    keys = {k for p in parsed for k in p if k.lstrip("+~") not in GRID_OVERRIDES}
+    varying = sorted(k for k in keys if len({p.get(k) for p in parsed}) > 1)
+    return [",".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
+
+
+def aggregate_seeds(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per config (data, backbone, lr, wd, variant): over its completed seeds, the mean and
+    std of each metric, `n_seeds`, `n_completed` and `statuses` (e.g. '2 completed, 1 failed')."""
+    metrics = [m for m in (metrics or METRIC_COLUMNS) if m in table.columns]
+    keys = ["variant", "data", "backbone", "lr", "weight_decay"]
+    rows = []
+    for group_key, group in table.groupby(keys, dropna=False, sort=False):
+        ok = group[group["status"] == OK]
+        row = dict(zip(keys, group_key))
+        row["n_seeds"] = len(group)
+        row["n_completed"] = len(ok)
+        row["statuses"] = tally(group["status"])
+        for metric in metrics:
+            values = ok[metric].dropna()
+            row[f"{metric} mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric} std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- markdown ----------------------------------------------------------------------------------
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (numbers to 4 significant digits, empty for NaN)."""
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    lines = [header, rule]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def write_summary(table: pd.DataFrame, out_dir: str | os.PathLike, title: str = "sweep") -> list[Path]:
+    """summary.csv, summary.md (and summary_by_config.csv when a config ran with several seeds)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "summary.csv", index=False)
+    written = [out / "summary.csv"]
+    lines = [f"# {title}", "", f"{len(table)} jobs: {tally(table['status'])}.", "", "## Jobs", "",
+             to_markdown(_drop_empty(table)), ""]
+    by_config = aggregate_seeds(table)
+    if len(by_config) and (by_config["n_seeds"] > 1).any():
+        by_config.to_csv(out / "summary_by_config.csv", index=False)
+        written.append(out / "summary_by_config.csv")
+        lines += ["## Over seeds (mean ± std of completed runs)", "", to_markdown(_drop_empty(_mean_pm_std(by_config))), ""]
+    (out / "summary.md").write_text("\n".join(lines))
+    written.insert(1, out / "summary.md")
+    return written
+
+
+def _drop_empty(table: pd.DataFrame) -> pd.DataFrame:
+    """Without the columns no job has a value in (summary.csv keeps them: a stable schema)."""
+    keep = [c for c in table.columns if c in ("job", "status", "backbone", "lr", "weight_decay", "seed")
+            or table[c].map(lambda v: _cell(v) != "").any()]
+    return table[keep]
+
+
+def _mean_pm_std(by_config: pd.DataFrame) -> pd.DataFrame:
+    shown = by_config[["variant", "data", "backbone", "lr", "weight_decay", "n_seeds", "statuses"]].copy()
+    for column in by_config.columns:
+        if column.endswith(" mean"):
+            metric = column[: -len(" mean")]
+            shown[metric] = [_pm(m, s) for m, s in zip(by_config[column], by_config[f"{metric} std"])]
+    return shown
+
+
+def _pm(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.4g}" if math.isnan(std) else f"{mean:.4g} ± {std:.2g}"
