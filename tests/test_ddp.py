@@ -24,6 +24,7 @@ def run_job(devices, checkpoint, run_dir):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_two_process_analysis_equals_one_process(tmp_path):
     torch.manual_seed(0)
@@ -34,8 +35,9 @@ def test_two_process_analysis_equals_one_process(tmp_path):
     double = run_job(2, checkpoint, tmp_path / "ddp")
     assert len(single) == len(double) == 1  # one row per epoch: rank 1 wrote nothing
 
-    analysed = [k for k in single[0] if k.startswith(("nc/", "fine/"))]
+    analysed = [k for k in single[0] if k.startswith(("nc/", "fine/", "layer/"))]
     assert len(analysed) > 30 and "nc/train/nc1" in analysed and "fine/test/kmeans_per_coarse_acc" in analysed
+    assert "layer/layer2/test/kmeans_per_coarse_acc" in analysed and "layer/penultimate/probe_acc" in analysed
     # Both runs saw every sample once: the duplicates DistributedSampler padded in were dropped.
     assert float(double[0]["nc/train/num_classes_present"]) == 5
     for key in analysed:
@@ -51,6 +53,7 @@ def test_two_process_analysis_equals_one_process(tmp_path):
     assert len(logged) == 1 and float(logged[0]["nc/test/nc1"]) == pytest.approx(float(double[0]["nc/test/nc1"]))
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_cli_ddp_on_cpu_trains_and_rank_zero_writes_the_run_files(log_dir):
     # Lightning relaunches `python -m ncfine.train ...` for rank 1 (its Hydra-aware subprocess

@@ -3,6 +3,10 @@
     from ncfine.api import compose, train
     cfg = compose(["trainer.max_epochs=2"], run_dir="runs/quick")
     results = train(cfg)          # the same results.json payload the CLI writes
+
+    from ncfine.api import analyze, compose_analyze, analyze_run
+    metrics = analyze(model, datamodule, layers=["layer3", "penultimate"])       # any nn.Module
+    results = analyze_run(compose_analyze(["run=runs/quick"], run_dir="runs/quick_analysis"), ["run=runs/quick"])
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from omegaconf import DictConfig, open_dict
 from ncfine.config import CONFIG_DIR, register_resolvers
 
 
-def compose(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/notebook") -> DictConfig:
+def compose(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/notebook",
+            config_name: str = "train") -> DictConfig:
     """The config `ncfine-train <overrides>` would run, writing into `run_dir` instead of Hydra's dir."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="ncfine"):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     run_dir = Path(run_dir).resolve()
     with open_dict(cfg):
         cfg.paths.root_dir = os.environ.get("NCFINE_ROOT", str(Path.cwd()))
@@ -34,3 +39,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from ncfine.pipeline import train as run
 
     return run(cfg)
+
+
+def compose_analyze(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/analysis") -> DictConfig:
+    """The config `ncfine-analyze <overrides>` would run, writing into `run_dir`."""
+    return compose(overrides, run_dir, config_name="analyze")
+
+
+def analyze_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run `ncfine-analyze` in-process; `overrides` (those given to `compose_analyze`) tell which
+    settings a `run=DIR` must not fill in from the run. Returns the results.json payload."""
+    from ncfine.layerwise.run import analyze_job
+
+    return analyze_job(cfg, overrides)
+
+
+def analyze(module, data, layers=None, **kwargs) -> dict[str, float]:
+    """`ncfine.analyze`: see `ncfine.layerwise.api.run_analysis`."""
+    from ncfine.layerwise.api import analyze as run
+
+    return run(module, data, layers, **kwargs)

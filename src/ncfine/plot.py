@@ -7,6 +7,8 @@
   does not collapse as far (Yang, Steinhardt & Hu 2023).
 - `recovery_curves.png`: fine-class recovery from the coarse-trained features vs epoch (k-means
   per superclass / global, linear probe, k-NN), with the coarse val accuracy for reference.
+- `depth_curves.png`: the layer-wise metrics (`layer/<name>/...`, from `ncfine-analyze` or the
+  `layerwise` callback) against depth; `ncfine-plot --compare DIR...` overlays several runs.
 - `pca_<split>.png`: for each superclass, the 2-D PCA of its features coloured by fine class.
   Written at the end of training by `ncfine.callbacks.plots.PlotsCallback`; `ncfine-plot`
   redraws it when the run saved its features (`features_<split>.pt`).
@@ -160,6 +162,99 @@ def plot_recovery_curves(metrics: pd.DataFrame, path: str | Path | None = None, 
     return fig
 
 
+# (panel title, metric under layer/<layer>/, log scale); NC1 panels draw train solid, test dashed.
+DEPTH_PANELS = (
+    ("NC1 (coarse classes)", "{split}/nc1", True),
+    ("NC1 (fine classes)", "{split}/fine/nc1", True),
+    ("k-means per superclass: acc", "test/kmeans_per_coarse_acc", False),
+    ("k-means global: acc", "test/kmeans_global_acc", False),
+    ("linear probe (fine): acc", "probe_acc", False),
+)
+
+
+def layer_order(metrics: dict[str, float]) -> list[str]:
+    """Layer names with `layer/<name>/depth` keys, shallowest first."""
+    depths = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "layer" and parts[2] == "depth" and _finite(value):
+            depths[parts[1]] = float(value)
+    return sorted(depths, key=depths.get)
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def plot_depth_curves(runs: Sequence[tuple[str, dict[str, float]]], path: str | Path | None = None,
+                      title: str | None = None):
+    """Each per-layer metric against depth, one line per run: [(label, metrics with layer/... keys)].
+
+    Runs with the same layers share an axis labelled by layer name; runs with different layers
+    (ResNet vs VGG) are drawn against relative depth (0 = first analysed layer, 1 = last, the
+    penultimate by default). None if no run has layer keys.
+    """
+    runs = [(label, metrics, layer_order(metrics)) for label, metrics in runs]
+    runs = [run for run in runs if run[2]]
+    if not runs:
+        return None
+    same = all(run[2] == runs[0][2] for run in runs)
+    fig, axes = _figure(1, len(DEPTH_PANELS), width=3.6, height=3.4)
+    for i, (label, metrics, layers) in enumerate(runs):
+        x = list(range(len(layers))) if same else [d / max(1, len(layers) - 1) for d in range(len(layers))]
+        color = f"C{i % 10}"
+        for ax, (name, key, log_scale) in zip(axes[0], DEPTH_PANELS):
+            splits = ("train", "test") if "{split}" in key else (None,)
+            for split in splits:
+                values = [metrics.get(f"layer/{layer}/{key.format(split=split)}") for layer in layers]
+                if not any(_finite(v) for v in values):
+                    continue
+                y = [float(v) if _finite(v) else math.nan for v in values]
+                style = "--" if split == "test" else "-"
+                text = label if split in (None, "train") else None
+                ax.plot(x, y, style, marker="o", markersize=3, color=color, label=text)
+    for ax, (name, key, log_scale) in zip(axes[0], DEPTH_PANELS):
+        lines = [pd.Series(line.get_ydata()) for line in ax.get_lines()]
+        if log_scale:
+            _log_if_positive(ax, lines)
+        ax.set_title(name + (" (train -, test --)" if "{split}" in key else ""), fontsize="medium")
+        if same:
+            ax.set_xticks(range(len(runs[0][2])), runs[0][2], rotation=60, ha="right", fontsize="x-small")
+            ax.set_xlabel("layer (input side -> penultimate)")
+        else:
+            ax.set_xlabel("relative depth (0: first layer, 1: last)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize="small")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+    return fig
+
+
+def read_final_metrics(run_dir: str | Path) -> dict[str, float]:
+    """A run's final metrics: results.json's, else the last row of metrics.csv with layer keys."""
+    import json
+
+    run_dir = Path(run_dir)
+    try:
+        metrics = json.loads((run_dir / "results.json").read_text()).get("metrics") or {}
+    except (OSError, ValueError):
+        metrics = {}
+    if layer_order(metrics):
+        return metrics
+    table = read_metrics(run_dir)
+    depth = [c for c in table.columns if c.startswith("layer/") and c.endswith("/depth")]
+    rows = table.dropna(subset=depth, how="all") if depth else table.iloc[0:0]
+    if not len(rows):
+        return metrics
+    row = rows.iloc[-1]
+    return {k: float(v) for k, v in row.items() if k != "epoch" and _finite(v)}
+
+
 def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Project rows of `x` (N, D) on their top-2 principal components, in float64.
 
@@ -249,6 +344,8 @@ def render_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[P
         written.append(out_dir / "nc_curves.png")
     if plot_recovery_curves(metrics, out_dir / "recovery_curves.png", title=name) is not None:
         written.append(out_dir / "recovery_curves.png")
+    if plot_depth_curves([(name, read_final_metrics(run_dir))], out_dir / "depth_curves.png", title=name) is not None:
+        written.append(out_dir / "depth_curves.png")
     for features in sorted(run_dir.glob("features_*.pt")):
         split = features.stem.split("_", 1)[1]
         saved = torch.load(features, map_location="cpu", weights_only=True)
@@ -263,7 +360,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir(s) holding metrics.csv")
     parser.add_argument("--out", default=None,
                         help="output dir (default: RUN_DIR/plots; with several runs, OUT/<run dir name>)")
+    parser.add_argument("--compare", action="store_true",
+                        help="overlay the runs' depth curves (layer-wise metrics) in one OUT/depth_curves.png "
+                             "(default OUT: the current directory)")
     args = parser.parse_args(argv)
+    if args.compare:
+        compare_runs(args.run_dirs, args.out)
+        return
     for run_dir in args.run_dirs:
         out = Path(args.out) if args.out is not None else None
         if out is not None and len(args.run_dirs) > 1:
@@ -278,6 +381,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(path)
         if not written:
             print(f"ncfine-plot: {run_dir}: metrics.csv has no NC or recovery columns yet", file=sys.stderr)
+
+
+def compare_runs(run_dirs: Sequence[str], out: str | None = None) -> Path:
+    """`ncfine-plot --compare DIR...`: one depth_curves.png with a line per run."""
+    runs = []
+    for run_dir in run_dirs:
+        try:
+            runs.append((short_name(run_dir, 40), read_final_metrics(run_dir)))
+        except (FileNotFoundError, ValueError, pd.errors.ParserError) as exc:
+            print(f"ncfine-plot: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    missing = [d for d, (_, metrics) in zip(run_dirs, runs) if not layer_order(metrics)]
+    if missing:
+        print(f"ncfine-plot: error: {missing[0]} has no layer-wise metrics (layer/<name>/... keys): analyse it with "
+              "ncfine-analyze or train with callbacks=layerwise", file=sys.stderr)
+        sys.exit(2)
+    path = Path(out or ".") / "depth_curves.png"
+    plot_depth_curves(runs, path)
+    print(path)
+    return path
 
 
 if __name__ == "__main__":

@@ -161,6 +161,10 @@ def _create_timm(name: str, in_chans: int, kwargs: dict, *, pretrained: bool) ->
     """`timm.create_model(name, num_classes=0, ...)` with one-line errors for bad kwargs and unavailable weights."""
     import timm
 
+    if pretrained:
+        from ncfine.models.pretrained import check_pretrained_available
+
+        check_pretrained_available(name, kwargs)  # seconds, not a minute of hub retries, when offline
     try:
         return timm.create_model(name, num_classes=0, pretrained=pretrained, in_chans=in_chans, **kwargs)
     except TypeError as exc:

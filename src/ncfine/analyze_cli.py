@@ -1,0 +1,69 @@
+"""`ncfine-analyze` / `python -m ncfine.analyze_cli`: NC and fine-class recovery of a trained model, layer by layer.
+
+    ncfine-analyze run=logs/train/runs/default
+    ncfine-analyze model.backbone=resnet18 weights=resnet18.pth data=cifar10 data.source.root=DIR
+    ncfine-analyze -m run=DIR_A,DIR_B                  # a sweep of analyses; ncfine-collect tables it
+
+conf/analyze.yaml lists every option. The Python API is `ncfine.analyze(module, data, layers=...)`.
+(Not `ncfine/analyze.py`: that module would shadow the `ncfine.analyze` function.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ncfine.config import CONFIG_DIR, register_resolvers
+from ncfine.utils.errors import NcfineError
+from ncfine.utils.hydra_errors import report_composition_errors
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="analyze")
+def _main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from ncfine.layerwise.run import analyze_job
+    from ncfine.train import _in_multirun
+
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        results = analyze_job(cfg, overrides)
+    except NcfineError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if _in_multirun():
+            return None  # recorded as failed in results.json; the sweep goes on
+        print(f"ncfine: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        if _in_multirun():
+            run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+            logging.getLogger("ncfine.analyze").exception(f"job failed: {run_dir}")
+            return None
+        raise
+    if cfg.get("print_summary", True):
+        from ncfine.report import format_summary
+
+        cfg_summary, analysis = results.get("config", {}), results.get("analysis", {})
+        lines = format_summary(results).splitlines()
+        lines[0] = (f"ncfine-analyze: {results['status']} in {results.get('wall_time_s') or 0:.1f} s  "
+                    f"({cfg_summary.get('backbone')} on {cfg_summary.get('data')}; {analysis.get('source')}; "
+                    f"layers: {', '.join(analysis.get('layers') or [])})")
+        print("\n".join(lines))
+        print(f"report: {results['run_dir']}/report.md")
+    return results.get("metrics", {}).get("val/acc")
+
+
+def main() -> None:
+    with report_composition_errors(CONFIG_DIR):
+        _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Layer-wise NC and fine-class recovery every n epochs: `callbacks=layerwise`.
+
+The same machinery as `ncfine-analyze`: one eval pass per split gives every chosen layer
+(`ncfine.layerwise.extract`, forward hooks pooling as they go), gathered over DDP ranks with the
+shared `_gather_unique`, over the same fixed `max_samples` subset as the other analysis callbacks;
+rank 0 computes `ncfine.analysis.layerwise.layerwise_metrics` and the result is broadcast and
+logged under `layer/<layer>/<split>/<metric>` (plus `layer/<layer>/depth` and `/dim`).
+The penultimate layer is already covered by the NC and recovery callbacks under their own keys;
+here it gets the `layer/penultimate/...` keys as well, so depth curves end at the penultimate.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ncfine.analysis.layerwise import layerwise_metrics
+from ncfine.analysis.recovery import NORMALIZERS
+from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
+from ncfine.callbacks.features import Features, _bf16_precision, subset_indices
+from ncfine.layerwise.discovery import PENULTIMATE
+from ncfine.layerwise.extract import as_layer_model, extract_layer_features
+from ncfine.layerwise.pooling import check_pool
+from ncfine.utils.errors import ConfigError
+
+
+class LayerwiseCallback(EpochAnalysisCallback):
+    """Every `every_n_epochs` (and at the end of fit): the metrics of `ncfine-analyze` per layer.
+
+    layers: module names inside the backbone, `input`, `penultimate`; null = every timm stage +
+    penultimate. pool / flatten_size: see `ncfine.layerwise.pooling`. The k-means / probe settings
+    are those of `FineRecoveryCallback`.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        splits: Sequence[str] = ("train", "test"),
+        max_samples: int | None = None,
+        layers: Sequence[str] | None = None,
+        pool: str = "avg",
+        flatten_size: int = 4,
+        recovery_splits: Sequence[str] = ("test",),
+        modes: Sequence[str] = ("per_coarse", "global"),
+        normalize: str = "none",
+        kmeans_backend: str = "auto",
+        kmeans_n_init: int = 10,
+        kmeans_max_iter: int = 100,
+        probe: bool = True,
+        probe_weight_decay: float = 1e-4,
+        probe_max_iter: int = 100,
+        knn: bool = True,
+        knn_k: int = 20,
+        seed: int = 0,
+    ):
+        super().__init__(every_n_epochs, splits, max_samples)
+        check_pool(pool, flatten_size)
+        if normalize not in NORMALIZERS:
+            raise ConfigError(f"unknown layerwise normalize {normalize!r}; valid values are {list(NORMALIZERS)}")
+        self.layers = list(layers) if layers is not None else None
+        self.pool, self.flatten_size = pool, flatten_size
+        self.settings = dict(
+            recovery_splits=tuple(recovery_splits), modes=tuple(modes), normalize=normalize,
+            kmeans_backend=kmeans_backend, kmeans_n_init=kmeans_n_init, kmeans_max_iter=kmeans_max_iter, probe=probe,
+            probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter, knn=knn, knn_k=knn_k, seed=seed,
+        )
+        self._features: dict[str, dict[str, Features]] = {}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # A misspelt layer fails before the first epoch, not after it.
+        from ncfine.layerwise.discovery import resolve_layers
+
+        resolve_layers(as_layer_model(pl_module).root, self.layers)
+
+    def required_splits(self, trainer) -> tuple[str, ...]:
+        return ()  # extracted in on_train_epoch_end below, all layers in one pass
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.should_run(trainer):
+            return
+        # Every rank runs its shard (the gather inside needs all of them); rank 0 computes in super().
+        datamodule = trainer.datamodule
+        device = pl_module.device
+        autocast = torch.bfloat16 if device.type == "cuda" and _bf16_precision(trainer) else None
+        self._features = {}
+        for split in self.splits:
+            indices = subset_indices(datamodule.split_size(split), self.samples_cap(split))
+            loader = datamodule.analysis_dataloader(split, indices=indices)
+            self._features[split] = extract_layer_features(pl_module, loader, device, split, self.layers, self.pool,
+                                                           self.flatten_size, autocast)
+        try:
+            super().on_train_epoch_end(trainer, pl_module)
+        finally:
+            self._features = {}  # only this epoch's features are ever held
+
+    def compute(self, trainer, pl_module) -> dict[str, float]:
+        hierarchy = trainer.datamodule.hierarchy
+        first = self._features[self.splits[0]]
+        layers = {name: {split: (f[name].h, f[name].coarse, f[name].fine) for split, f in self._features.items()}
+                  for name in first}
+        head = pl_module.head
+        classifier = {}
+        if PENULTIMATE in layers and isinstance(head, torch.nn.Linear):
+            classifier = dict(head_layer=PENULTIMATE, weight=head.weight.detach(),
+                              bias=head.bias.detach() if head.bias is not None else None)
+        # plain_keys=False: nc/... and fine/... belong to the NC and recovery callbacks (their own subsets).
+        return layerwise_metrics(
+            layers, **classifier, plain_keys=False, num_coarse=hierarchy.num_coarse, num_fine=hierarchy.num_fine,
+            fine=not hierarchy.is_identity, **self.settings,
+        )

@@ -1,0 +1,195 @@
+"""One `ncfine-analyze` job, from a composed config to the files of its run dir.
+
+config -> model source (run dir / timm name + weights) -> data -> one eval pass per split, every
+layer -> per-layer metrics -> config.yaml, metrics.csv (one row), results.json (status, metrics,
+versions; atomic), report.md, plots/depth_curves.png. The keys are the training keys, so
+`ncfine-collect` tables a sweep of analyses (`ncfine-analyze -m model.backbone=a,b,c`) and
+`ncfine-plot` draws them.
+
+With `run=DIR`, the analysis settings the command line does not set (max_samples, k-means,
+probes) are taken from the run's own NC / fine-recovery callbacks, so the penultimate metrics
+reproduce the run's final ones; so is the data config, with the command line's `data.*` on top.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ncfine.utils.atomic import atomic_write_json, atomic_write_text
+from ncfine.utils.errors import ConfigError, NcfineError
+from ncfine.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+
+# analyze.yaml key -> the run's callback key it inherits from (when not on the command line)
+INHERITED = {
+    "analysis.recovery_splits": "callbacks.fine_recovery.splits",
+    "analysis.modes": "callbacks.fine_recovery.modes",
+    "analysis.normalize": "callbacks.fine_recovery.normalize",
+    "analysis.kmeans_backend": "callbacks.fine_recovery.kmeans_backend",
+    "analysis.kmeans_n_init": "callbacks.fine_recovery.kmeans_n_init",
+    "analysis.kmeans_max_iter": "callbacks.fine_recovery.kmeans_max_iter",
+    "analysis.probe": "callbacks.fine_recovery.probe",
+    "analysis.probe_weight_decay": "callbacks.fine_recovery.probe_weight_decay",
+    "analysis.probe_max_iter": "callbacks.fine_recovery.probe_max_iter",
+    "analysis.knn": "callbacks.fine_recovery.knn",
+    "analysis.knn_k": "callbacks.fine_recovery.knn_k",
+    "analysis.seed": "callbacks.fine_recovery.seed",
+}
+
+
+def overridden_keys(overrides: Sequence[str]) -> set[str]:
+    """The config keys a list of Hydra overrides sets (`a.b=1`, `+a.b=1`, `data=cifar10`)."""
+    keys = set()
+    for item in overrides:
+        key = str(item).split("=", 1)[0].lstrip("+~")
+        keys.add(key)
+    return keys
+
+
+def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Any]:
+    """(the config the job runs, the loaded model or None): with run=DIR, its data config and its
+    analysis settings fill in what the command line does not set."""
+    from ncfine.layerwise.sources import load_run
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    if not cfg.get("run"):
+        return cfg, None
+    loaded = load_run(cfg.run)
+    run_cfg = loaded.run_cfg
+    keys = overridden_keys(overrides)
+    with open_dict(cfg):
+        if "data" not in keys and OmegaConf.select(run_cfg, "data") is not None:
+            data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
+            for key in sorted(k for k in keys if k.startswith("data.")):
+                OmegaConf.update(data, key[len("data."):], OmegaConf.select(cfg, key), force_add=True)
+            cfg.data = data
+        for key, source in INHERITED.items():
+            value = OmegaConf.select(run_cfg, source, default=None)
+            if key not in keys and value is not None:
+                OmegaConf.update(cfg, key, value)
+        if "max_samples" not in keys:
+            nc = OmegaConf.select(run_cfg, "callbacks.neural_collapse.max_samples", default=None)
+            fr = OmegaConf.select(run_cfg, "callbacks.fine_recovery.max_samples", default=None)
+            if OmegaConf.select(run_cfg, "callbacks.neural_collapse") is not None and nc == fr:
+                cfg.max_samples = nc
+        if "seed" not in keys and OmegaConf.select(run_cfg, "seed") is not None:
+            cfg.seed = run_cfg.seed
+        cfg.model.backbone = loaded.backbone
+    return cfg, loaded
+
+
+def analyze_job(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run one analysis job; returns the results.json payload (also written on failure)."""
+    out = Path(cfg.paths.output_dir)
+    started = time.monotonic()
+    payload: dict[str, Any] = {"status": "running", "error": None, "run_dir": str(out)}
+    try:
+        cfg, loaded = effective_config(cfg, overrides)
+        payload = _job(cfg, loaded, out, started)
+        return payload
+    except NcfineError as exc:
+        _write_failed(out, cfg, str(exc), started)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure must land in results.json
+        _write_failed(out, cfg, f"{type(exc).__name__}: {exc}", started)
+        raise
+
+
+def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
+    from ncfine.callbacks.run_files import rows_to_csv
+    from ncfine.layerwise.api import run_analysis
+    from ncfine.layerwise.report import write_report
+    from ncfine.layerwise.sources import build_model
+    from ncfine.models.classifier import _plain_dict
+    from ncfine.utils.instantiate import instantiate
+
+    import pytorch_lightning as pl
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if loaded is None:
+        loaded = build_model(
+            cfg.model.backbone, cfg.get("weights"), num_coarse=datamodule.num_coarse, in_chans=datamodule.in_chans,
+            img_size=datamodule.image_size, small_input=bool(cfg.model.small_input),
+            pretrained=bool(cfg.model.pretrained), backbone_kwargs=_plain_dict(cfg.model.get("backbone_kwargs")),
+        )
+    device = _device(cfg.get("device", "auto"))
+    module = loaded.module.to(device)
+    layers = cfg.get("layers")
+    layers = OmegaConf.to_container(layers) if OmegaConf.is_config(layers) else layers
+    settings = OmegaConf.to_container(cfg.analysis, resolve=True)
+    # A run trained in bf16 on a GPU extracted its analysis features under bf16 autocast: do the same.
+    precision = str(OmegaConf.select(loaded.run_cfg, "trainer.precision", default="")) if loaded.run_cfg else ""
+    autocast = torch.bfloat16 if device.type == "cuda" and "bf16" in precision else None
+    result = run_analysis(
+        module, datamodule, layers, splits=list(cfg.splits), max_samples=cfg.get("max_samples"),
+        pool=cfg.pool, flatten_size=int(cfg.flatten_size), device=device, autocast_dtype=autocast, **settings,
+    )
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out / "metrics.csv", rows_to_csv([{"epoch": loaded.epochs, **result.metrics}]))
+    payload = _payload(cfg, "completed", None, loaded.epochs, time.monotonic() - started, result.metrics, out,
+                       loaded.run_cfg)
+    payload["analysis"] = {
+        "source": loaded.source, "layers": result.layers, "dims": result.dims, "pool": cfg.pool,
+        "num_samples": result.num_samples, "head": result.head, "notes": result.notes,
+    }
+    from ncfine.plot import plot_depth_curves
+
+    figures = []
+    if plot_depth_curves([(out.name, result.metrics)], out / "plots" / "depth_curves.png") is not None:
+        figures.append("plots/depth_curves.png")
+    write_report(out / "report.md", payload, figures)
+    atomic_write_json(out / "results.json", payload)
+    return payload
+
+
+def _device(name: str) -> torch.device:
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=cpu")
+    return device
+
+
+def _payload(cfg: DictConfig, status: str, error: str | None, epochs: int, wall: float, metrics: dict,
+             out: Path, run_cfg: DictConfig | None = None) -> dict[str, Any]:
+    from ncfine.pipeline import _source_name, config_summary
+    from ncfine.utils.versions import package_versions
+
+    # A run's lr / wd / seed describe the analysed model, so a table of analyses can be read
+    # next to the sweep that trained them.
+    summary = config_summary(run_cfg if run_cfg is not None else cfg)
+    summary.update(backbone=OmegaConf.select(cfg, "model.backbone", default=None),
+                   data=_source_name(OmegaConf.select(cfg, "data.source._target_", default=None)),
+                   task_name=cfg.get("task_name"), sweep_name=cfg.get("sweep_name"))
+    return {
+        "status": status,
+        "error": error,
+        "epochs_completed": int(epochs),
+        "wall_time_s": round(float(wall), 3),
+        "metrics": metrics,
+        "config": summary,
+        "versions": package_versions(),
+        "run_dir": str(out),
+    }
+
+
+def _write_failed(out: Path, cfg: DictConfig, error: str, started: float) -> None:
+    try:
+        payload = _payload(cfg, "failed", error, 0, time.monotonic() - started, {}, out)
+    except Exception:  # noqa: BLE001 - the config itself may be what failed
+        payload = {"status": "failed", "error": error, "metrics": {}, "run_dir": str(out)}
+    atomic_write_json(out / "results.json", payload)
