@@ -1,15 +1,20 @@
 # Two commands on a fresh machine:
-#   make demo   train the default experiment (resnet10t on digits, coarse labels, CPU) and print the table
-#   make test   run the test suite
-# Both create .venv on first use and are quick once it exists.
+#   make demo       train the default experiment (resnet10t on digits, coarse labels, CPU) and print the table
+#   make test       the fast tier: every code path, a few minutes on 2 cores (pytest -m "not slow and not slurm")
+# and the complete tier that CI runs (.ci/run):
+#   make test-all   everything, adding the long end-to-end fault, sweep, DDP and real-SLURM tests
+# All create .venv on first use and are quick once it exists.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Each run lists its slowest tests, so a slow test is visible the day it lands.
+PYTEST   := $(BIN)/python -m pytest -q --durations=15 --durations-min=2
+FAST_TIER := not slow and not slurm
 
-.PHONY: demo test install clean
+.PHONY: demo test test-all install clean
 
 install: $(STAMP)
 
@@ -24,7 +29,10 @@ demo: $(STAMP)
 	$(BIN)/ncfine-train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) -m "$(FAST_TIER)" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PYTEST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) logs outputs multirun .pytest_cache

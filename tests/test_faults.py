@@ -28,6 +28,7 @@ def epochs_in(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_sigusr1_checkpoints_before_exit_and_the_rerun_finishes(tmp_path):
     # What SLURM sends ahead of a time limit (submitit's signal_delay_s).
     run_dir = tmp_path / "run"
@@ -53,6 +54,7 @@ def test_sigusr1_checkpoints_before_exit_and_the_rerun_finishes(tmp_path):
     assert epochs_in(run_dir) == list(range(30))
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_falls_back_to_the_previous_one_then_to_a_fresh_start(tmp_path):
     run_dir = tmp_path / "run"
     args = [*SYNTHETIC, f"hydra.run.dir={run_dir}", "skip_completed=false"]

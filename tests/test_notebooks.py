@@ -159,6 +159,7 @@ def test_quickstart_trains_and_shows_the_metric_table_and_figures(kernel_env, tm
     assert list(kernel_env.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sweep_analysis_runs_a_sweep_then_reads_an_existing_one(kernel_env, log_dir, tmp_path):
     nb = inject(read("02_sweep_analysis.ipynb"), SWEEP_OVERRIDES=TINY_SWEEP, SWEEP_LOG_DIR=str(log_dir))
     seconds = execute(nb, kernel_env)

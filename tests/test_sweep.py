@@ -36,6 +36,7 @@ def summary_line(stderr):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_command_line_value_replaces_a_swept_key(log_dir):
     # Hydra 1.3: a command-line value for a key in hydra.sweeper.params replaces that key's sweep.
     # trainer.max_epochs=0 fails every job in validation, before any data is touched.
@@ -64,6 +65,28 @@ def test_unexpected_error_in_a_sweep_job_keeps_its_traceback_in_the_job_log(log_
     assert "Traceback (most recent call last)" in job_log and "val_check_interval" in job_log
 
 
+def test_synthetic_sweep_goes_on_past_a_failed_job_and_collects_one_table(log_dir):
+    # The fast tier's multirun + collect path: 2 lr x 2 wd on the synthetic mixture with an MLP,
+    # one epoch each; lr=-1 fails validation in 2 jobs and the sweep still runs the other 2.
+    proc = run_cli(["-m", *FAST, "data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=1",
+                    "sweep_name=tiny", "optimizer.lr=0.05,-1", "optimizer.weight_decay=0,5e-4"])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "ncfine: sweep tiny: 2 of 4 jobs failed (2 completed, 2 failed)" in summary_line(proc.stderr)
+    sweep = log_dir / "train" / "multirun" / "tiny"
+    results = [results_of(d) for d in sweep.iterdir() if (d / "results.json").exists()]
+    statuses = {(r["config"]["lr"], r["config"]["weight_decay"]): r["status"] for r in results}
+    assert statuses == {(lr, wd): ("failed" if lr == -1 else "completed") for lr in (0.05, -1) for wd in (0, 5e-4)}
+
+    collected = run_cli([str(sweep)], module="ncfine.collect")
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert collected.stdout.startswith("ncfine-collect: 4 jobs (2 completed, 2 failed)"), collected.stdout
+    with open(sweep / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["status"] for row in rows) == ["completed", "completed", "failed", "failed"]
+    assert all(float(row["nc/train/nc1"]) > 0 for row in rows if row["status"] == "completed")
+
+
+@pytest.mark.slow
 def test_smoke_grid_failed_jobs_do_not_stop_the_sweep(log_dir):
     # lr=-1 fails validation in 4 of the 8 jobs; the other 4 train, each with its own W&B run.
     proc = run_cli([*SMOKE, "optimizer.lr=0.05,-1", "logger=csv_wandb"])
@@ -116,6 +139,7 @@ def test_smoke_grid_failed_jobs_do_not_stop_the_sweep(log_dir):
     assert all(v > 0 for v in grid["mean"][0])
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_jobs_in_processes_and_reruns_skip_finished(log_dir):
     # The launcher pickles the task function and config into each job's process, as on SLURM.
     args = [*SMOKE, "hydra/launcher=local", "model.backbone=resnet10t", "optimizer.weight_decay=5e-4",
@@ -163,6 +187,7 @@ def _epochs_done(run_dir):
         return 0
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_duplicate_epochs(log_dir, tmp_path):
     run_dir = tmp_path / "run"
     max_epochs = 8
@@ -203,6 +228,7 @@ def test_interrupted_run_resumes_without_duplicate_epochs(log_dir, tmp_path):
     assert epochs_in(run_dir) == list(range(max_epochs))
 
 
+@pytest.mark.slow
 def test_submitit_preemption_signal_checkpoints_then_requeues_and_the_job_finishes(log_dir, tmp_path):
     # What SLURM sends signal_delay_s before a time limit under submitit (USR2). ncfine defers
     # submitit's handler until last.ckpt holds the partial epoch; submitit then requeues the job.
