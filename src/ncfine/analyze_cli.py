@@ -17,11 +17,12 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ncfine.config import CONFIG_DIR, register_resolvers
+from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
 from ncfine.utils.errors import NcfineError
 from ncfine.utils.hydra_errors import report_composition_errors
 
 register_resolvers()
+register_launchers()  # hydra/launcher=local|slurm for sweeps of analyses, as for training
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="analyze")
