@@ -119,6 +119,29 @@ def test_same_seed_gives_bitwise_identical_metrics_on_cpu(tmp_path):
 
 
 
+def test_analysis_and_its_schedule_do_not_change_the_training_trajectory(tmp_path):
+    # Evaluation passes draw nothing from the global RNG: with analysis every epoch, every other
+    # epoch or not at all, the same seed trains the same weights (augmentations, shuffles).
+    base = ["trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+            "trainer.accelerator=cpu", "logger=none", "seed=3"]
+    analysis = ["callbacks.neural_collapse.max_samples=200", "callbacks.fine_recovery.max_samples=200",
+                "callbacks.fine_recovery.kmeans_n_init=2", "callbacks.progress_bar.refresh_rate=0",
+                "callbacks.plots.max_samples=200"]
+    variants = {
+        "every_epoch": [*base, *analysis],
+        "every_2nd": [*base, *analysis, "callbacks.neural_collapse.every_n_epochs=2",
+                      "callbacks.fine_recovery.every_n_epochs=2"],
+        "none": [*base, "callbacks=none"],
+    }
+    losses = {}
+    for name, overrides in variants.items():
+        assert train(compose(overrides, run_dir=tmp_path / name))["status"] == "completed"
+        with open(tmp_path / name / "metrics.csv") as handle:
+            losses[name] = [(row["train/loss"], row["val/acc"]) for row in csv.DictReader(handle)]
+    assert len(losses["none"]) == 3
+    assert losses["every_epoch"] == losses["every_2nd"] == losses["none"], losses
+
+
 def test_the_seed_matters(tmp_path):
     tables = []
     for seed in (3, 4):

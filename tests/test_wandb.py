@@ -1,6 +1,7 @@
 """Weights & Biases, for real, offline (WANDB_MODE=offline from conftest; no account, no network)."""
 
 import sys
+import time
 
 import pytest
 
@@ -33,6 +34,18 @@ def test_missing_wandb_names_the_extra_before_training(tmp_path, monkeypatch):
         make_wandb_logger(tmp_path)
 
 
+def read_settled_run_file(path, wait_s: float = 30.0):
+    """read_run_file once the run record is in: under two xdist workers one `make test` saw the
+    resumed run's file still without it right after train() returned (W&B's service writes the
+    offline file in its own process)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        logged = read_run_file(path)
+        if logged["run_id"] is not None or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.5)
+
+
 def test_offline_run_holds_metrics_config_plots_and_resumes_the_same_run(tmp_path):
     run_dir = tmp_path / "run"
     overrides = [*FAST, "trainer.max_epochs=1", "logger=csv_wandb", "sweep_name=wandb_test", "tags=[a,b]"]
@@ -59,6 +72,6 @@ def test_offline_run_holds_metrics_config_plots_and_resumes_the_same_run(tmp_pat
     assert more["status"] == "completed" and more["epochs_completed"] == 2
     dirs = offline_run_dirs(run_dir)
     assert len(dirs) == 2
-    resumed = read_run_file(dirs[-1])
-    assert resumed["run_id"] == run_id
+    resumed = read_settled_run_file(dirs[-1])
+    assert resumed["run_id"] == run_id, sorted(p.name for p in dirs)
     assert [row["epoch"] for row in resumed["history"] if "nc/train/nc1" in row] == [1]

@@ -365,6 +365,10 @@ class HierarchicalDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self._pin(),
             persistent_workers=persistent and self.num_workers > 0,
+            # Its own generator: an iterator of a DataLoader without one draws its base seed from
+            # the global RNG, so every validation or analysis pass would shift the augmentations
+            # and shuffles of the epochs after it (turning analysis on or off would change training).
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def teardown(self, stage: str | None = None) -> None:
