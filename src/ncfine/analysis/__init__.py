@@ -4,16 +4,18 @@
 - `recovery.fine_recovery`: fine classes recovered by k-means from coarse-trained features
   (Yang, Steinhardt & Hu 2023), scored by Hungarian-matched accuracy, NMI and ARI.
 - `probes.linear_probe`, `probes.knn_probe`: supervised read-outs of the fine labels.
-- `layerwise.feature_metrics`, `layerwise.layerwise_metrics`: all of the above for one set of
-  features under the training keys, and for many layers under `layer/<name>/...` keys.
+- `training_keys.feature_metrics`: all of the above for one set of features under the keys
+  training logs (the callbacks call its `collapse_keys`, `recovery_keys`, `probe_keys`);
+  `layerwise.layerwise_metrics`: the same for many layers under `layer/<name>/...` keys.
 - `kmeans.kmeans`: batched k-means on torch (CPU/GPU) or faiss (not re-exported here: the
   function would shadow its module).
 """
 
 from ncfine.analysis.collapse import NCAccumulator, nc_metrics
-from ncfine.analysis.layerwise import feature_metrics, layerwise_metrics
+from ncfine.analysis.layerwise import layerwise_metrics
 from ncfine.analysis.probes import knn_probe, linear_probe
 from ncfine.analysis.recovery import cluster_accuracy, fine_recovery
+from ncfine.analysis.training_keys import feature_metrics
 
 __all__ = ["nc_metrics", "NCAccumulator", "fine_recovery", "cluster_accuracy", "linear_probe", "knn_probe",
            "feature_metrics", "layerwise_metrics"]

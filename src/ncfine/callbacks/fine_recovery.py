@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ncfine.analysis.recovery import NORMALIZERS, fine_recovery, knn_probe, linear_probe
+from ncfine.analysis.recovery import NORMALIZERS
+from ncfine.analysis.training_keys import probe_keys, recovery_keys
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.utils.errors import ConfigError
 from ncfine.utils.logging import RankedLogger
@@ -51,17 +52,19 @@ class FineRecoveryCallback(EpochAnalysisCallback):
             raise ConfigError(f"unknown fine-recovery normalize {normalize!r}; valid values are {list(NORMALIZERS)}")
         self.modes = tuple(modes)
         self.kmeans_kwargs = dict(
-            normalize=normalize, backend=kmeans_backend, n_init=kmeans_n_init, max_iter=kmeans_max_iter, seed=seed
+            normalize=normalize, kmeans_backend=kmeans_backend, kmeans_n_init=kmeans_n_init,
+            kmeans_max_iter=kmeans_max_iter, seed=seed,
         )
-        self.probe, self.probe_weight_decay, self.probe_max_iter = probe, probe_weight_decay, probe_max_iter
-        self.knn, self.knn_k = knn, knn_k
+        self.probe, self.knn = probe, knn
+        self.probe_kwargs = dict(probe=probe, probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter,
+                                 knn=knn, knn_k=knn_k)
         self._skip_logged = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # Fail before the first epoch, not after it, when the backend cannot run here.
         from ncfine.analysis.kmeans import resolve_backend
 
-        resolve_backend(self.kmeans_kwargs["backend"])
+        resolve_backend(self.kmeans_kwargs["kmeans_backend"])
 
     def required_splits(self, trainer) -> tuple[str, ...]:
         if trainer.datamodule.hierarchy.is_identity:
@@ -79,18 +82,9 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         metrics: dict[str, float] = {}
         for split in self.splits:
             feats = self.features(trainer, pl_module, split)
-            for mode in self.modes:
-                result = fine_recovery(feats.h, feats.coarse, feats.fine, mode=mode, **self.kmeans_kwargs)
-                for name in ("acc", "nmi", "ari"):
-                    metrics[f"fine/{split}/kmeans_{mode}_{name}"] = float(result[name])
+            metrics.update(recovery_keys(split, feats.h, feats.coarse, feats.fine, modes=self.modes, **self.kmeans_kwargs))
         if self.probe or self.knn:
             train, test = self.features(trainer, pl_module, "train"), self.features(trainer, pl_module, "test")
-            if self.probe:
-                probe = linear_probe(
-                    train.h, train.fine, test.h, test.fine,
-                    weight_decay=self.probe_weight_decay, max_iter=self.probe_max_iter, num_classes=hierarchy.num_fine,
-                )
-                metrics["fine/probe_acc"] = float(probe["acc"])
-            if self.knn:
-                metrics["fine/knn_acc"] = float(knn_probe(train.h, train.fine, test.h, test.fine, k=self.knn_k)["acc"])
+            metrics.update(probe_keys(train.h, train.fine, test.h, test.fine, num_fine=hierarchy.num_fine,
+                                      **self.probe_kwargs))
         return metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ncfine.analysis.collapse import nc_metrics
+from ncfine.analysis.training_keys import collapse_keys
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 
 
@@ -31,11 +31,10 @@ class NeuralCollapseCallback(EpochAnalysisCallback):
         bias = head.bias.detach() if head.bias is not None else None
         hierarchy = trainer.datamodule.hierarchy
         metrics: dict[str, float] = {}
+        with_fine = self.fine and not hierarchy.is_identity
         for split in self.splits:
             feats = self.features(trainer, pl_module, split)
-            coarse = nc_metrics(feats.h, feats.coarse, weight, bias, num_classes=hierarchy.num_coarse)
-            metrics.update({f"nc/{split}/{k}": float(v) for k, v in coarse.items()})
-            if self.fine and not hierarchy.is_identity:
-                fine = nc_metrics(feats.h, feats.fine, num_classes=hierarchy.num_fine)
-                metrics.update({f"nc/{split}/fine/{k}": float(v) for k, v in fine.items()})
+            metrics.update(collapse_keys(split, feats.h, feats.coarse, feats.fine if with_fine else None,
+                                         weight=weight, bias=bias, num_coarse=hierarchy.num_coarse,
+                                         num_fine=hierarchy.num_fine))
         return metrics

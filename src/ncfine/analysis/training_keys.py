@@ -1,0 +1,149 @@
+"""The analysis of one set of features under the keys training logs (pure torch).
+
+The NC and fine-recovery callbacks, the layer-wise callback and `ncfine-analyze` all call these,
+so a metric means the same thing wherever it is logged:
+
+    nc/<split>/<m>          nc_metrics against the coarse labels (and the classifier W, b when
+                            given: nc2_equinorm_w, nc3, nc4)                Papyan, Han & Donoho 2020
+    nc/<split>/fine/<m>     nc_metrics against the fine labels (no classifier)
+    fine/<split>/kmeans_<mode>_{acc,nmi,ari}
+                            k-means per superclass / globally, Hungarian accuracy, NMI, ARI
+                                                                            Yang, Steinhardt & Hu 2023
+    fine/probe_acc          linear probe of the fine labels, fit on train, scored on test
+    fine/knn_acc            cosine k-NN of test against train
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from ncfine.analysis.collapse import nc_metrics
+from ncfine.analysis.probes import knn_probe, linear_probe
+from ncfine.analysis.recovery import fine_recovery
+
+RECOVERY_MODES = ("per_coarse", "global")
+
+
+def collapse_keys(
+    split: str,
+    h: torch.Tensor,
+    coarse: torch.Tensor,
+    fine: torch.Tensor | None = None,
+    *,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    num_coarse: int | None = None,
+    num_fine: int | None = None,
+) -> dict[str, float]:
+    """`nc/<split>/...` against the coarse labels (with the classifier when given) and, when `fine`
+    labels are given, `nc/<split>/fine/...` against them."""
+    result = nc_metrics(h, coarse, weight, bias, num_classes=num_coarse)
+    metrics = {f"nc/{split}/{k}": float(v) for k, v in result.items()}
+    if fine is not None:
+        result = nc_metrics(h, fine, num_classes=num_fine)
+        metrics.update({f"nc/{split}/fine/{k}": float(v) for k, v in result.items()})
+    return metrics
+
+
+def recovery_keys(
+    split: str,
+    h: torch.Tensor,
+    coarse: torch.Tensor,
+    fine: torch.Tensor,
+    *,
+    modes: Sequence[str] = RECOVERY_MODES,
+    normalize: str = "none",
+    kmeans_backend: str = "auto",
+    kmeans_n_init: int = 10,
+    kmeans_max_iter: int = 100,
+    seed: int = 0,
+) -> dict[str, float]:
+    """`fine/<split>/kmeans_<mode>_{acc,nmi,ari}` for each of `modes` (see `fine_recovery`)."""
+    metrics: dict[str, float] = {}
+    for mode in modes:
+        result = fine_recovery(h, coarse, fine, mode=mode, normalize=normalize, backend=kmeans_backend,
+                               n_init=kmeans_n_init, max_iter=kmeans_max_iter, seed=seed)
+        for name in ("acc", "nmi", "ari"):
+            metrics[f"fine/{split}/kmeans_{mode}_{name}"] = float(result[name])
+    return metrics
+
+
+def probe_keys(
+    train_h: torch.Tensor,
+    train_fine: torch.Tensor,
+    test_h: torch.Tensor,
+    test_fine: torch.Tensor,
+    *,
+    probe: bool = True,
+    probe_weight_decay: float = 1e-4,
+    probe_max_iter: int = 100,
+    knn: bool = True,
+    knn_k: int = 20,
+    num_fine: int | None = None,
+) -> dict[str, float]:
+    """`fine/probe_acc` (linear probe fit on train, scored on test) and `fine/knn_acc` (cosine k-NN
+    of test against train), each when asked for."""
+    metrics: dict[str, float] = {}
+    if probe:
+        result = linear_probe(train_h, train_fine, test_h, test_fine, weight_decay=probe_weight_decay,
+                              max_iter=probe_max_iter, num_classes=num_fine)
+        metrics["fine/probe_acc"] = float(result["acc"])
+    if knn:
+        metrics["fine/knn_acc"] = float(knn_probe(train_h, train_fine, test_h, test_fine, k=knn_k)["acc"])
+    return metrics
+
+
+# (h, coarse, fine) of one split
+SplitFeatures = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def feature_metrics(
+    splits: Mapping[str, SplitFeatures],
+    *,
+    num_coarse: int | None = None,
+    num_fine: int | None = None,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    fine: bool = True,
+    nc_splits: Sequence[str] | None = None,
+    recovery_splits: Sequence[str] = ("test",),
+    modes: Sequence[str] = RECOVERY_MODES,
+    normalize: str = "none",
+    kmeans_backend: str = "auto",
+    kmeans_n_init: int = 10,
+    kmeans_max_iter: int = 100,
+    probe: bool = True,
+    probe_weight_decay: float = 1e-4,
+    probe_max_iter: int = 100,
+    knn: bool = True,
+    knn_k: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Every training key (module docstring) for one set of features per split.
+
+    `fine=False` (coarse and fine labels are the same classes) leaves out everything fine.
+    NC runs on `nc_splits` (default: every split given), k-means on `recovery_splits` that are
+    given, the probes when both `train` and `test` are given.
+    """
+    metrics: dict[str, float] = {}
+    for split in (nc_splits if nc_splits is not None else list(splits)):
+        if split in splits:
+            h, coarse, fine_labels = splits[split]
+            metrics.update(collapse_keys(split, h, coarse, fine_labels if fine else None, weight=weight, bias=bias,
+                                         num_coarse=num_coarse, num_fine=num_fine))
+    if not fine:
+        return metrics
+    for split in recovery_splits:
+        if split in splits:
+            h, coarse, fine_labels = splits[split]
+            metrics.update(recovery_keys(split, h, coarse, fine_labels, modes=modes, normalize=normalize,
+                                         kmeans_backend=kmeans_backend, kmeans_n_init=kmeans_n_init,
+                                         kmeans_max_iter=kmeans_max_iter, seed=seed))
+    if (probe or knn) and "train" in splits and "test" in splits:
+        (train_h, _, train_fine), (test_h, _, test_fine) = splits["train"], splits["test"]
+        metrics.update(probe_keys(train_h, train_fine, test_h, test_fine, probe=probe,
+                                  probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter, knn=knn,
+                                  knn_k=knn_k, num_fine=num_fine))
+    return metrics
