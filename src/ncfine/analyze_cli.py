@@ -10,15 +10,11 @@ conf/analyze.yaml lists every option. The Python API is `ncfine.analyze(module, 
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
-from ncfine.utils.errors import NcfineError
+from ncfine.utils.cli import run_reporting_errors
 from ncfine.utils.hydra_errors import report_composition_errors
 
 register_resolvers()
@@ -30,24 +26,11 @@ def _main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ncfine.layerwise.run import analyze_job
-    from ncfine.train import _in_multirun
 
     overrides = list(HydraConfig.get().overrides.task)
-    try:
-        results = analyze_job(cfg, overrides)
-    except NcfineError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        if _in_multirun():
-            return None  # recorded as failed in results.json; the sweep goes on
-        print(f"ncfine: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
-        if _in_multirun():
-            run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
-            logging.getLogger("ncfine.analyze").exception(f"job failed: {run_dir}")
-            return None
-        raise
+    results = run_reporting_errors(lambda: analyze_job(cfg, overrides), cfg, "ncfine.analyze")
+    if results is None:
+        return None  # a failed job of a sweep: recorded in its results.json
     if cfg.get("print_summary", True):
         from ncfine.report import format_summary
 

@@ -7,15 +7,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
-from ncfine.utils.errors import NcfineError
+from ncfine.utils.cli import in_multirun, run_reporting_errors
 from ncfine.utils.hydra_errors import report_composition_errors
 
 register_resolvers()
@@ -32,43 +30,18 @@ def _main(cfg: DictConfig) -> float | None:
     from ncfine.report import print_summary
 
     try:
-        results = train(cfg)
+        results = run_reporting_errors(lambda: train(cfg), cfg, "ncfine.train")
     except SIGTERMException:
         # Lightning's SIGTERMException is a SystemExit with code None, i.e. exit status 0: a job
         # scheduler would take the preempted run for a finished one.
         print(f"ncfine: interrupted; checkpoint saved, re-run the same command to resume "
               f"({cfg.paths.output_dir})", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
-    except NcfineError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        if _in_multirun():
-            return None  # recorded as failed in results.json; the sweep goes on
-        print(f"ncfine: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except Exception:
-        if _in_multirun():
-            # results.json says failed with the one-line error; the traceback goes to the job's
-            # log (RUN_DIR/train.log and the launcher's output), or nobody could debug the job.
-            run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
-            logging.getLogger("ncfine.train").exception(f"job failed: {run_dir}")
-            return None
-        raise
     if cfg.get("print_summary", True) and results:
         print_summary(results)
-    if results and results.get("status") == "diverged" and not _in_multirun():
+    if results and results.get("status") == "diverged" and not in_multirun():
         sys.exit(3)
     return results.get("metrics", {}).get("val/acc") if results else None
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
 
 
 def main() -> None:
