@@ -31,7 +31,7 @@ class CompareWithExtraction(pl.Callback):
         cached = store._features[("test", None)]
         loader = trainer.datamodule.analysis_dataloader("test")
         fresh = extract_features(pl_module, loader, pl_module.device, "test",
-                                 features_module._extraction_autocast(trainer, pl_module.device))
+                                 features_module.extraction_autocast(trainer, pl_module.device))
         for name in ("h", "coarse", "fine", "index"):
             a, b = getattr(cached, name), getattr(fresh, name)
             assert a.dtype == b.dtype and torch.equal(a, b), name
@@ -80,7 +80,7 @@ def test_bf16_autocast_on_cpu_is_not_taken_for_the_float32_pass(tmp_path):
 def test_same_autocast_gives_the_same_bits(tmp_path, monkeypatch):
     # With the analysis pass under bf16 autocast too (as on CUDA with bf16-mixed), the captured
     # features are taken and equal a bf16 analysis pass bit for bit (checked by CompareWithExtraction).
-    monkeypatch.setattr(features_module, "_extraction_autocast", lambda trainer, device: torch.bfloat16)
+    monkeypatch.setattr(features_module, "extraction_autocast", lambda trainer, device: torch.bfloat16)
     monkeypatch.setattr(features_module, "_validation_autocast",
                         lambda precision, device: torch.bfloat16 if precision == "bf16-mixed" else None)
     assert fit(tmp_path, precision="bf16-mixed") == [0]
@@ -89,7 +89,7 @@ def test_same_autocast_gives_the_same_bits(tmp_path, monkeypatch):
 def test_capture_is_refused_after_an_optimizer_step_and_for_other_precisions():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     trainer = lambda precision: SimpleNamespace(precision=precision)  # noqa: E731
-    extraction = features_module._extraction_autocast
+    extraction = features_module.extraction_autocast
     validation = features_module._validation_autocast
     assert validation("bf16-mixed", cuda) == extraction(trainer("bf16-mixed"), cuda) == torch.bfloat16
     assert validation("32-true", cuda) is extraction(trainer("32-true"), cuda) is None

@@ -176,7 +176,7 @@ class FeatureStore:
         else:
             device = pl_module.device
             loader = datamodule.analysis_dataloader(split, indices=indices)
-            feats = extract_features(pl_module, loader, device, split, _extraction_autocast(trainer, device))
+            feats = extract_features(pl_module, loader, device, split, extraction_autocast(trainer, device))
             self.extractions += 1
         self._features[key] = feats
         return feats
@@ -240,7 +240,7 @@ class FeatureStore:
             log.info(message)
 
 
-def _extraction_autocast(trainer, device: torch.device) -> torch.dtype | None:
+def extraction_autocast(trainer, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the analysis pass: bf16 on CUDA under a bf16 precision, else none."""
     return torch.bfloat16 if device.type == "cuda" and _bf16_precision(trainer) else None
 
@@ -268,7 +268,7 @@ def _capture_refusal(trainer, pl_module, split: str) -> str | None:
         return f"the validation loader is not the analysis pass of the {split} split"
     precision = str(getattr(trainer, "precision", ""))
     device = pl_module.device
-    if _validation_autocast(precision, device) != _extraction_autocast(trainer, device):
+    if _validation_autocast(precision, device) != extraction_autocast(trainer, device):
         return f"precision {precision} on {device.type} validates under another autocast than the analysis pass"
     return None
 

@@ -18,7 +18,7 @@ import torch
 from ncfine.analysis.layerwise import layerwise_metrics
 from ncfine.analysis.recovery import NORMALIZERS
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
-from ncfine.callbacks.features import Features, _bf16_precision, subset_indices
+from ncfine.callbacks.features import Features, extraction_autocast, subset_indices
 from ncfine.layerwise.discovery import PENULTIMATE
 from ncfine.layerwise.extract import as_layer_model, extract_layer_features
 from ncfine.layerwise.pooling import check_pool
@@ -82,7 +82,7 @@ class LayerwiseCallback(EpochAnalysisCallback):
         # Every rank runs its shard (the gather inside needs all of them); rank 0 computes in super().
         datamodule = trainer.datamodule
         device = pl_module.device
-        autocast = torch.bfloat16 if device.type == "cuda" and _bf16_precision(trainer) else None
+        autocast = extraction_autocast(trainer, device)  # as the NC and recovery callbacks' pass
         self._features = {}
         for split in self.splits:
             indices = subset_indices(datamodule.split_size(split), self.samples_cap(split))
