@@ -17,7 +17,10 @@ from ncfine.utils.errors import ConfigError
 # The penultimate keys both the training callbacks and the analysis write.
 REPRODUCED = ("nc/train/nc1", "nc/test/nc1", "nc/train/nc3", "nc/test/nc4", "nc/train/fine/nc1",
               "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_nmi", "fine/probe_acc", "fine/knn_acc")
-MLP_RUN = FAST + ["data=synthetic", "model=mlp", "trainer.max_epochs=1", "logger=csv"]
+# Per-split caps below max_samples on train: `run=` must carry both over to reproduce the metrics.
+MLP_RUN = FAST + ["data=synthetic", "model=mlp", "trainer.max_epochs=1", "logger=csv",
+                  "callbacks.neural_collapse.max_samples_per_split.train=150",
+                  "callbacks.fine_recovery.max_samples_per_split.train=150"]
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +44,9 @@ def test_analysing_a_run_dir_reproduces_its_final_penultimate_metrics_exactly(tr
     for key in REPRODUCED:
         assert results["metrics"][key] == trained["metrics"][key], key
         assert results["metrics"][f"layer/penultimate/{key.split('/', 1)[1]}"] == trained["metrics"][key], key
-    # The analysis settings came from the run (its max_samples, k-means restarts), not analyze.yaml's.
-    assert results["analysis"]["num_samples"] == {"train": 200, "test": 200}
+    # The analysis settings came from the run (its max_samples and per-split caps, k-means restarts),
+    # not analyze.yaml's.
+    assert results["analysis"]["num_samples"] == {"train": 150, "test": 200}
     assert results["analysis"]["layers"] == ["net.3", "net.6", "net.9", "penultimate"]
     assert results["epochs_completed"] == 1 and results["config"]["backbone"] == "mlp"
 

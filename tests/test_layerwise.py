@@ -162,3 +162,18 @@ def test_layerwise_callback_logs_every_layer_in_training(tmp_path):
     assert (tmp_path / "run" / "plots" / "depth_curves.png").stat().st_size > 0
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "layer/net.6/test/kmeans_global_acc" in header
+
+
+def test_per_split_caps_combine_with_max_samples_and_reject_bad_values():
+    from ncfine.layerwise.api import run_analysis
+
+    dm = _digits()
+    model, _ = create_backbone("resnet10t", small_input=True, img_size=16)
+    settings = dict(FAST_SETTINGS, max_samples_per_split={"train": 100, "test": None})
+    result = run_analysis(model, dm, [PENULTIMATE], **settings)
+    # The smaller of max_samples (150) and the split's cap (train: 100; test: none) wins.
+    assert result.num_samples == {"train": 100, "test": 150}
+    for bad, message in (({"train": 0}, r"max_samples_per_split\.train must be a positive integer or null, got 0"),
+                         ({"val": 10}, r"unknown split\(s\) \['val'\] in max_samples_per_split; valid splits are")):
+        with pytest.raises(ConfigError, match=message):
+            run_analysis(model, dm, [PENULTIMATE], **dict(FAST_SETTINGS, max_samples_per_split=bad))

@@ -7,10 +7,10 @@ from typing import Mapping, Sequence
 
 import pytorch_lightning as pl
 
-from ncfine.callbacks.features import Features, FeatureStore
+from ncfine.callbacks.features import ANALYSIS_SPLITS, Features, FeatureStore, check_sample_caps, samples_cap
 from ncfine.utils.errors import ConfigError
 
-VALID_SPLITS = ("train", "test")
+VALID_SPLITS = ANALYSIS_SPLITS
 
 # Under DDP Lightning suggests sync_dist=True for every epoch-level key; the analysis values are
 # computed once on rank 0 and broadcast, identical on every rank, so there is nothing to reduce.
@@ -31,13 +31,7 @@ class EpochAnalysisCallback(pl.Callback):
         bad = [s for s in splits if s not in VALID_SPLITS]
         if bad:
             raise ConfigError(f"unknown analysis split(s) {bad}; valid splits are {list(VALID_SPLITS)}")
-        _check_cap(max_samples, "max_samples")
-        per_split = dict(max_samples_per_split or {})
-        bad = [s for s in per_split if s not in VALID_SPLITS]
-        if bad:
-            raise ConfigError(f"unknown split(s) {bad} in max_samples_per_split; valid splits are {list(VALID_SPLITS)}")
-        for split, cap in per_split.items():
-            _check_cap(cap, f"max_samples_per_split.{split}")
+        per_split = check_sample_caps(max_samples, max_samples_per_split)
         self.every_n_epochs = every_n_epochs
         self.splits = tuple(splits)
         self.max_samples = max_samples
@@ -53,8 +47,7 @@ class EpochAnalysisCallback(pl.Callback):
     def samples_cap(self, split: str) -> int | None:
         """The size of the fixed subset of `split` analysed: the smaller of `max_samples` and
         `max_samples_per_split[split]` (None: the whole split)."""
-        caps = [c for c in (self.max_samples, self.max_samples_per_split.get(split)) if c is not None]
-        return min(caps) if caps else None
+        return samples_cap(split, self.max_samples, self.max_samples_per_split)
 
     def features(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> Features:
         """This epoch's features of `split` (a fixed random subset when `samples_cap(split)` is set)."""
@@ -89,7 +82,3 @@ class EpochAnalysisCallback(pl.Callback):
         if metrics:
             pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
 
-
-def _check_cap(value, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")

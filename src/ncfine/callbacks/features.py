@@ -18,10 +18,12 @@ from __future__ import annotations
 import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
 
+from ncfine.utils.errors import ConfigError
 from ncfine.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -39,6 +41,28 @@ class Features:
 
     def __len__(self) -> int:
         return self.h.shape[0]
+
+
+ANALYSIS_SPLITS = ("train", "test")
+
+
+def check_sample_caps(max_samples, max_samples_per_split) -> dict[str, int | None]:
+    """The per-split caps as a dict, after checking both settings (ConfigError naming the bad one)."""
+    per_split = dict(max_samples_per_split or {})
+    bad = [s for s in per_split if s not in ANALYSIS_SPLITS]
+    if bad:
+        raise ConfigError(f"unknown split(s) {bad} in max_samples_per_split; valid splits are {list(ANALYSIS_SPLITS)}")
+    for name, cap in (("max_samples", max_samples), *((f"max_samples_per_split.{k}", v) for k, v in per_split.items())):
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
+            raise ConfigError(f"{name} must be a positive integer or null, got {cap!r}")
+    return per_split
+
+
+def samples_cap(split: str, max_samples: int | None, per_split: Mapping[str, int | None]) -> int | None:
+    """How many samples of `split` are analysed: the smaller of `max_samples` and `per_split[split]`
+    (None: the whole split)."""
+    caps = [c for c in (max_samples, per_split.get(split)) if c is not None]
+    return min(caps) if caps else None
 
 
 def subset_indices(split_size: int, max_samples: int | None, seed: int = 0) -> torch.Tensor | None:

@@ -2,7 +2,7 @@
 
 The same machinery as `ncfine-analyze`: one eval pass per split gives every chosen layer
 (`ncfine.layerwise.extract`, forward hooks pooling as they go), gathered over DDP ranks with the
-shared `_gather_unique`, over the same fixed `max_samples` subset as the other analysis callbacks;
+shared `_gather_unique`, over the same fixed subsets (`max_samples`, `max_samples_per_split`) as the other analysis callbacks;
 rank 0 computes `ncfine.analysis.layerwise.layerwise_metrics` and the result is broadcast and
 logged under `layer/<layer>/<split>/<metric>` (plus `layer/<layer>/depth` and `/dim`).
 The penultimate layer is already covered by the NC and recovery callbacks under their own keys;
@@ -11,7 +11,7 @@ here it gets the `layer/penultimate/...` keys as well, so depth curves end at th
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -53,8 +53,9 @@ class LayerwiseCallback(EpochAnalysisCallback):
         knn: bool = True,
         knn_k: int = 20,
         seed: int = 0,
+        max_samples_per_split: Mapping[str, int | None] | None = None,
     ):
-        super().__init__(every_n_epochs, splits, max_samples)
+        super().__init__(every_n_epochs, splits, max_samples, max_samples_per_split)
         check_pool(pool, flatten_size)
         if normalize not in NORMALIZERS:
             raise ConfigError(f"unknown layerwise normalize {normalize!r}; valid values are {list(NORMALIZERS)}")

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ncfine.analysis.layerwise import layerwise_metrics
-from ncfine.callbacks.features import Features, subset_indices
+from ncfine.callbacks.features import Features, check_sample_caps, samples_cap, subset_indices
 from ncfine.layerwise.discovery import PENULTIMATE
 from ncfine.layerwise.extract import LOGITS, LayerModel, as_layer_model, extract_layer_features
 from ncfine.utils.errors import ConfigError
@@ -52,6 +52,7 @@ def run_analysis(
     *,
     splits: Sequence[str] = VALID_SPLITS,
     max_samples: int | None = None,
+    max_samples_per_split: Mapping[str, int | None] | None = None,
     pool: str = "avg",
     flatten_size: int = 4,
     head: nn.Module | str | None = None,
@@ -64,9 +65,11 @@ def run_analysis(
     """Analyse `module` layer by layer on `data`.
 
     module: any nn.Module (see `extract.as_layer_model` for how its head is found; `head` names it).
-    data: an ncfine `HierarchicalDataModule` (its hierarchy gives the class counts; `max_samples`
-        takes the same fixed subset as the training callbacks), or {split: iterable of
-        (image, coarse, fine[, index]) batches} (`max_samples`: the first samples).
+    data: an ncfine `HierarchicalDataModule` (its hierarchy gives the class counts; the caps take
+        the same fixed subset as the training callbacks), or {split: iterable of
+        (image, coarse, fine[, index]) batches} (the caps keep the first samples).
+    max_samples, max_samples_per_split: how many samples of each split are analysed: the smaller
+        of `max_samples` and `max_samples_per_split[split]` (None: all), as in the training callbacks.
     layers: module names inside the model (`layerwise.discovery`), `input`, `penultimate`; None
         for the stages + penultimate.
     splits: `train` and/or `test`; the probes need both, k-means runs on `test` by default.
@@ -76,8 +79,8 @@ def run_analysis(
     """
     model = as_layer_model(module, head)
     splits = _check_splits(splits)
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
-        raise ConfigError(f"max_samples must be a positive integer or null, got {max_samples!r}")
+    per_split = check_sample_caps(max_samples, max_samples_per_split)
+    caps = {split: samples_cap(split, max_samples, per_split) for split in splits}
     if device is None:
         param = next(model.module.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -86,7 +89,7 @@ def run_analysis(
     hierarchy = getattr(data, "hierarchy", None)
     by_split: dict[str, dict[str, Features]] = {}
     for split in splits:
-        batches = _batches(data, split, max_samples)
+        batches = _batches(data, split, caps[split])
         by_split[split] = extract_layer_features(model, batches, device, split, layers, pool, flatten_size,
                                                  autocast_dtype, logits=True)
     first = by_split[splits[0]]

@@ -6,9 +6,10 @@ versions; atomic), report.md, plots/depth_curves.png. The keys are the training 
 `ncfine-collect` tables a sweep of analyses (`ncfine-analyze -m model.backbone=a,b,c`) and
 `ncfine-plot` draws them.
 
-With `run=DIR`, the analysis settings the command line does not set (max_samples, k-means,
-probes) are taken from the run's own NC / fine-recovery callbacks, so the penultimate metrics
-reproduce the run's final ones; so is the data config, with the command line's `data.*` on top.
+With `run=DIR`, the analysis settings the command line does not set (max_samples,
+max_samples_per_split, k-means, probes) are taken from the run's own NC / fine-recovery
+callbacks, so the penultimate metrics reproduce the run's final ones; so is the data config,
+with the command line's `data.*` on top.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[Di
             fr = OmegaConf.select(run_cfg, "callbacks.fine_recovery.max_samples", default=None)
             if OmegaConf.select(run_cfg, "callbacks.neural_collapse") is not None and nc == fr:
                 cfg.max_samples = nc
+        for split in ("train", "test"):
+            key = f"max_samples_per_split.{split}"
+            if key in keys or "max_samples_per_split" in keys:
+                continue
+            nc = OmegaConf.select(run_cfg, f"callbacks.neural_collapse.{key}", default=None)
+            fr = OmegaConf.select(run_cfg, f"callbacks.fine_recovery.{key}", default=None)
+            # One pass per split here: a cap both callbacks used is reproducible, two different ones are not.
+            if OmegaConf.select(run_cfg, "callbacks.neural_collapse") is not None and nc == fr:
+                OmegaConf.update(cfg, key, nc, force_add=True)
         if "seed" not in keys and OmegaConf.select(run_cfg, "seed") is not None:
             cfg.seed = run_cfg.seed
         cfg.model.backbone = loaded.backbone
@@ -131,7 +141,8 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     autocast = torch.bfloat16 if device.type == "cuda" and "bf16" in precision else None
     result = run_analysis(
         module, datamodule, layers, splits=list(cfg.splits), max_samples=cfg.get("max_samples"),
-        pool=cfg.pool, flatten_size=int(cfg.flatten_size), device=device, autocast_dtype=autocast, **settings,
+        max_samples_per_split=_plain(cfg.get("max_samples_per_split")), pool=cfg.pool,
+        flatten_size=int(cfg.flatten_size), device=device, autocast_dtype=autocast, **settings,
     )
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_text(out / "metrics.csv", rows_to_csv([{"epoch": loaded.epochs, **result.metrics}]))
@@ -149,6 +160,10 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     write_report(out / "report.md", payload, figures)
     atomic_write_json(out / "results.json", payload)
     return payload
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _device(name: str) -> torch.device:
