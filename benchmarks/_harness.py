@@ -33,6 +33,9 @@ class EpochTimer(pl.Callback):
         self.device = device
         self.clock = clock
         self.times: list[float] = []
+        # Per epoch, the wall seconds the analysis callbacks spent on eval passes ("features") and
+        # on computing metrics ("metrics"), summed over callbacks (their `last_seconds`).
+        self.analysis: list[dict[str, float]] = []
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -42,6 +45,12 @@ class EpochTimer(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         sync(self.device)
         self.times.append(self.clock() - self._start)
+        spent = {"features": 0.0, "metrics": 0.0}
+        for callback in trainer.callbacks:
+            if getattr(callback, "last_epoch", None) == trainer.current_epoch:
+                for part, seconds in getattr(callback, "last_seconds", {}).items():
+                    spent[part] += seconds
+        self.analysis.append(spent)
 
 
 # --clock cpu: CPU seconds of this process (all its threads) instead of wall seconds. On a CPU box
@@ -51,8 +60,9 @@ class EpochTimer(pl.Callback):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def ncfine_epochs(overrides: Sequence[str], device: torch.device, clock: str = "wall") -> tuple[list[float], float, object]:
-    """(seconds per epoch, wall seconds of fit, datamodule) of one run through ncfine's pipeline.
+def ncfine_epochs(overrides: Sequence[str], device: torch.device, clock: str = "wall") -> tuple[EpochTimer, float, object]:
+    """(the EpochTimer: `times` seconds per epoch and `analysis` seconds, wall seconds of fit,
+    datamodule) of one run through ncfine's pipeline.
 
     Validation runs inside the training epoch in Lightning, so it is part of each epoch's time
     unless the overrides set trainer.limit_val_batches=0.
@@ -67,7 +77,7 @@ def ncfine_epochs(overrides: Sequence[str], device: torch.device, clock: str = "
         trainer.fit(model, datamodule=datamodule)
         sync(device)
         wall = time.perf_counter() - start
-    return timer.times, wall, datamodule
+    return timer, wall, datamodule
 
 
 def mean_after_warmup(times: Sequence[float]) -> float:

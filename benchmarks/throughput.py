@@ -65,8 +65,9 @@ def main() -> None:
     overrides = training_overrides(args, device)
     # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);
     # no validation either, since the plain loop has none.
-    ncfine_times, _, dm = ncfine_epochs([*overrides, f"trainer.max_epochs={args.epochs}", "callbacks=none",
+    ncfine_timer, _, dm = ncfine_epochs([*overrides, f"trainer.max_epochs={args.epochs}", "callbacks=none",
                                          "trainer.limit_val_batches=0"], device)
+    ncfine_times = ncfine_timer.times
     train = dm.split("train")
     images, coarse = train.images, dm.hierarchy.coarse_of(train.fine)
     mean, std = dm.normalization

@@ -32,6 +32,11 @@ def test_analysis_overhead_times_the_same_run_with_and_without_analysis(tmp_path
     assert result["plain_s_per_epoch"] > 0 and result["analysis_s_per_epoch"] > 0
     assert result["ratio"] == result["analysis_s_per_epoch"] / result["plain_s_per_epoch"]
     assert f"{result['ratio']:.3f}" in stdout
+    # The breakdown: eval passes (the train split's; test comes from validation) and metric compute,
+    # both parts of the analysis epoch.
+    assert 0 < result["features_s_per_epoch"] and 0 < result["metrics_s_per_epoch"]
+    assert result["features_s_per_epoch"] + result["metrics_s_per_epoch"] < result["analysis_s_per_epoch"]
+    assert result["floor_ratio"] == 1 + result["features_s_per_epoch"] / result["plain_s_per_epoch"]
 
 
 def update_readme(out, readme):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Mapping, Sequence
 
 import pytorch_lightning as pl
+import torch
 
 from ncfine.callbacks.features import ANALYSIS_SPLITS, Features, FeatureStore, check_sample_caps, samples_cap
 from ncfine.utils.errors import ConfigError
@@ -38,6 +40,9 @@ class EpochAnalysisCallback(pl.Callback):
         self.max_samples_per_split = per_split
         self.last_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
+        # Wall seconds of the last run: its eval passes (features) and its compute (metrics), so a
+        # benchmark can tell the two costs apart (benchmarks/analysis_overhead.py).
+        self.last_seconds: dict[str, float] = {}
 
     def should_run(self, trainer: pl.Trainer) -> bool:
         epoch = trainer.current_epoch + 1
@@ -73,12 +78,20 @@ class EpochAnalysisCallback(pl.Callback):
             return
         # Every rank extracts its shard (the all-gather inside needs all of them); rank 0 then
         # computes on the cached, gathered features.
+        started = time.perf_counter()
         for split in self.required_splits(trainer):
             self.features(trainer, pl_module, split)
+        _synchronize(pl_module.device)
+        extracted = time.perf_counter()
         metrics = self.compute(trainer, pl_module) if trainer.is_global_zero else None
         if trainer.world_size > 1:
             metrics = trainer.strategy.broadcast(metrics, src=0)
+        self.last_seconds = {"features": extracted - started, "metrics": time.perf_counter() - extracted}
         self.last_epoch, self.last_metrics = trainer.current_epoch, dict(metrics or {})
         if metrics:
             pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
 
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # CUDA kernels run ahead of the host; the time is the GPU's
+        torch.cuda.synchronize(device)
