@@ -273,6 +273,46 @@ def test_time_limit_checkpoints_requeues_and_completes(log_dir, start_sweep):
     assert "Requeued job" in job_out and "(2 remaining timeouts)" in job_out  # max_num_timeout=3, one used
 
 
+def test_time_limit_past_max_num_timeout_ends_the_run_failed_and_a_rerun_resumes(log_dir, start_sweep):
+    # max_num_timeout=0: submitit requeues for no time limit. The limit is cut to 1 minute once
+    # training is under way, as in the test above, so SIGUSR2 comes while the job trains.
+    name = unique("outoftime")
+    epochs = 150
+    args = [*CHEAP, f"trainer.max_epochs={epochs}", "seed=0",
+            *slurm(name, timeout_min=10, signal_delay_s=45, max_num_timeout=0)]
+    sweep = start_sweep(name, args)
+    sweep_path = sweep_dir(log_dir, name)
+    sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 3, "epoch 3 of the job")
+    [job] = running_jobs(name)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True, timeout=60)
+    rc, out, err = sweep.result(timeout=180)
+    assert rc == 1, err[-3000:]
+    assert restarts(job) == 0
+
+    [run_dir] = run_dirs(sweep_path)
+    results = results_of(run_dir)
+    error = ("hit the SLURM time limit 1 time (max_num_timeout=0); "
+             "re-run the same command to resume from checkpoints/last.ckpt")
+    assert (results["status"], results["error"]) == ("failed", error)  # not `running`: nothing will requeue it
+    stopped_at = results["epochs_completed"]
+    assert 3 <= stopped_at < epochs and "val/acc" in results["metrics"]
+    assert epochs_in(run_dir) == list(range(stopped_at))
+    line = summary_line(err)
+    assert line == f"ncfine: sweep {name}: 1 of 1 jobs failed (1 failed): {run_dir.name} (failed); errors: {error}"
+    job_out = "".join(path.read_text() for path in job_outputs(sweep_path))
+    assert "this job is timed-out" in job_out and "Job not requeued because: timed-out too many times" in job_out
+    collected = run_cli([str(sweep_path)], module="ncfine.collect")
+    assert collected.stdout.startswith("ncfine-collect: 1 jobs (1 failed)"), collected.stderr[-3000:]
+
+    # The same command again resumes the failed run from its last.ckpt (only completed runs are skipped).
+    again = start_sweep(name, args)
+    last = str(run_dir / "checkpoints" / "last.ckpt")
+    again.wait_until(lambda: epochs_done(sweep_path, seed=0) > stopped_at, "an epoch past the failed run's last")
+    resumed = results_of(run_dir)
+    assert resumed["status"] == "running" and resumed["resumed_from"] == last
+    assert epochs_in(run_dir)[: stopped_at + 1] == list(range(stopped_at + 1))
+
+
 def test_killed_job_is_named_in_the_summary_and_the_others_finish(log_dir, start_sweep):
     name = unique("killed")
     sweep = start_sweep(name, [*CHEAP, "trainer.max_epochs=8", "seed=0,1,2", *slurm(name, array_parallelism=2)])
@@ -291,8 +331,12 @@ def test_killed_job_is_named_in_the_summary_and_the_others_finish(log_dir, start
     for run_dir in run_dirs(sweep_path):
         if run_dir != killed:
             assert results_of(run_dir)["status"] == "completed" and epochs_in(run_dir) == list(range(8))
-    assert results_of(killed)["status"] == "running"  # what the killed process left: re-running resumes it
-    assert 1 <= results_of(killed)["epochs_completed"] < 8
+    # The killed process left `running`; the launcher, which saw the job end, ends it `failed`
+    # (progress kept). A re-run resumes it: only completed runs are skipped.
+    results = results_of(killed)
+    assert results["status"] == "failed" and 1 <= results["epochs_completed"] < 8
+    assert results["error"].startswith(f"job {task} ended without a result")
+    assert results["error"].endswith("; re-run the same command to resume from checkpoints/last.ckpt")
 
 
 def test_failing_job_does_not_stop_the_others(log_dir, start_sweep):

@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except (SIGTERMException, KeyboardInterrupt):
         record.finish("running", run_files, started, error="interrupted; re-run the same command to resume")
         if run_files is not None:
-            run_files.hand_over_preemption()  # submitit: requeue and exit now that last.ckpt is saved
+            hand_over_preemption(run_files, record, started)
         raise
     except DivergedError as exc:
         return record.finish("diverged", run_files, started, error=str(exc), diverged_epoch=exc.epoch)
@@ -84,6 +84,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # W&B: the outcome into the run's summary, then wandb.finish(), so the next job of a
         # multirun (same process) starts its own W&B run instead of reusing this one.
         finish_loggers(loggers, read_results(run_dir))
+
+
+def hand_over_preemption(run_files: RunFilesCallback, record: ResultsRecorder, started: float) -> None:
+    """Now that last.ckpt is saved, let submitit's deferred handler requeue the job and exit.
+
+    When it will not requeue (the job hit its time limit more than max_num_timeout times), it
+    raises instead, and nothing resumes the run by itself: results.json must not keep saying
+    `running`, so it ends `failed`, naming the cause. A re-run still resumes from last.ckpt.
+    """
+    try:
+        run_files.hand_over_preemption()
+    except Exception as exc:  # submitit's UncompletedJobError("Job not requeued because: ...")
+        from ncfine.submitit_jobs import not_requeued_error
+
+        record.finish("failed", run_files, started, error=not_requeued_error(exc, record.run_dir))
+        raise
 
 
 def build(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[Any, pl.LightningModule, pl.Trainer]:

@@ -12,7 +12,9 @@ when it starts; at the end the callback reads each run dir's results.json. A job
 but no results.json (killed before it wrote one) counts as `missing`. A job whose process died
 without returning (SIGKILL, out of memory, out of requeues) is added to the record by ncfine's
 submitit launchers (`record_dead_job`): `missing` without a results.json, `failed` when its
-results.json still says `running`, with the scheduler's reason as its error.
+results.json still says `running`, with the scheduler's reason as its error. The launchers also
+end such a results.json as `failed` (`fail_unfinished_run`), so the run dir and ncfine-collect say
+what the summary says instead of `running`.
 
 One sweep at a time per sweep dir: the record is cleared when a sweep starts, so a second sweep
 with the same `sweep_name` (same dir) while the first still runs is refused with one line naming
@@ -115,13 +117,41 @@ def job_statuses(manifest_dir: Path) -> list[dict[str, Any]]:
     return sorted(jobs, key=lambda job: int(job.get("num", 0)))
 
 
-def record_dead_job(sweep_dir: Path, num: int, overrides: list[str], reason: str) -> None:
+def record_dead_job(sweep_dir: Path, num: int, overrides: list[str], reason: str) -> str | None:
     """Add to the job record that job `num` ended without returning (the launcher knows, the job
-    could not say). Keeps the run dir the job recorded when it started, if it got that far."""
+    could not say). Keeps the run dir the job recorded when it started, if it got that far, and
+    returns it (None if the job never got one)."""
     path = Path(sweep_dir) / MANIFEST_DIR / f"{num}.json"
     entry = _read_json(path) or {"num": num, "run_dir": None, "overrides": list(overrides)}
     entry["died"] = reason
     atomic_write_json(path, entry)
+    return entry.get("run_dir")
+
+
+def fail_unfinished_run(run_dir: str | os.PathLike, reason: str) -> bool:
+    """End a run whose job is gone for good as `failed` if its results.json still says `running`.
+
+    `running` means "interrupted, resumes when re-run"; once the scheduler will not run the job
+    again (killed, out of requeues) that reads as if it were still going. Epochs and last metrics
+    stay, and a re-run still resumes from last.ckpt: only `completed` runs are skipped. Returns
+    whether results.json was rewritten (atomically).
+    """
+    path = Path(run_dir) / "results.json"
+    results = _read_json(path)
+    if not results or results.get("status") != "running":
+        return False
+    results["status"] = "failed"
+    results["error"] = f"{reason}; {resume_hint(run_dir)}"
+    atomic_write_json(path, results)
+    return True
+
+
+def resume_hint(run_dir: str | os.PathLike) -> str:
+    """What re-running does for this run dir: resume from its checkpoint, or start over."""
+    for name in ("last.ckpt", "previous.ckpt"):  # the order ncfine.pipeline.find_resume_checkpoint tries
+        if (Path(run_dir) / "checkpoints" / name).exists():
+            return f"re-run the same command to resume from checkpoints/{name}"
+    return "re-run the same command to start it again"
 
 
 class SweepDirBusy(RuntimeError):
