@@ -2,9 +2,10 @@
 
 The same machinery as `ncfine-analyze`: one eval pass per split gives every chosen layer
 (`ncfine.layerwise.extract`, forward hooks pooling as they go), gathered over DDP ranks with the
-shared `_gather_unique`, over the same fixed subsets (`max_samples`, `max_samples_per_split`) as the other analysis callbacks;
-rank 0 computes `ncfine.analysis.layerwise.layerwise_metrics` and the result is broadcast and
-logged under `layer/<layer>/<split>/<metric>` (plus `layer/<layer>/depth` and `/dim`).
+shared `_gather_unique`, over the same fixed subsets (`max_samples`, `max_samples_per_split`) as
+the other analysis callbacks; rank 0 computes `ncfine.analysis.layerwise.layerwise_metrics` and
+the result is broadcast and logged under `layer/<layer>/<split>/<metric>` (plus
+`layer/<layer>/depth` and `/dim`).
 The penultimate layer is already covered by the NC and recovery callbacks under their own keys;
 here it gets the `layer/penultimate/...` keys as well, so depth curves end at the penultimate.
 """
