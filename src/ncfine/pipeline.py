@@ -20,9 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from ncfine.callbacks.run_files import LAST, PREVIOUS, RunFilesCallback
+from ncfine.callbacks.run_files import RunFilesCallback
 from ncfine.loggers import finish_loggers, log_run_config
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
+from ncfine.utils.checkpoints import RESUME_ORDER
 from ncfine.utils.errors import DivergedError, NcfineError
 from ncfine.utils.instantiate import instantiate
 from ncfine.utils.logging import RankedLogger
@@ -139,7 +140,7 @@ def requeue_plugins(cfg: DictConfig) -> dict[str, Any]:
 def find_resume_checkpoint(run_dir: Path) -> str | None:
     """last.ckpt if it loads, else previous.ckpt if it loads, else None (fresh start)."""
     ckpt_dir = Path(run_dir) / "checkpoints"
-    for name in (LAST, PREVIOUS):
+    for name in RESUME_ORDER:
         path = ckpt_dir / name
         if not path.exists():
             continue

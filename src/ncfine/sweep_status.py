@@ -36,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ncfine.utils.atomic import atomic_write_json
+from ncfine.utils.checkpoints import RESUME_ORDER
 
 MANIFEST_DIR = ".ncfine_jobs"
 OWNER_LOCK = ".ncfine_jobs.lock"  # next to MANIFEST_DIR, so clearing the record keeps it
@@ -148,7 +149,7 @@ def fail_unfinished_run(run_dir: str | os.PathLike, reason: str) -> bool:
 
 def resume_hint(run_dir: str | os.PathLike) -> str:
     """What re-running does for this run dir: resume from its checkpoint, or start over."""
-    for name in ("last.ckpt", "previous.ckpt"):  # the order ncfine.pipeline.find_resume_checkpoint tries
+    for name in RESUME_ORDER:  # the order ncfine.pipeline.find_resume_checkpoint tries
         if (Path(run_dir) / "checkpoints" / name).exists():
             return f"re-run the same command to resume from checkpoints/{name}"
     return "re-run the same command to start it again"

@@ -24,11 +24,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.callbacks.preemption import PreemptionSignals
 from ncfine.utils.atomic import atomic_write_text
+from ncfine.utils.checkpoints import LAST, PREVIOUS
 from ncfine.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
 
-LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
 
 
 class RunFilesCallback(Checkpoint):

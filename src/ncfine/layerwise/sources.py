@@ -126,10 +126,10 @@ def load_run(run: str | Path) -> LoadedModel:
     run_cfg = OmegaConf.load(config)
     payload = None
     if ckpt is None:
-        from ncfine.callbacks.run_files import LAST, PREVIOUS
+        from ncfine.utils.checkpoints import RESUME_ORDER
 
         # previous.ckpt when last.ckpt is missing or unreadable (a crash while it was written)
-        for name in (LAST, PREVIOUS):
+        for name in RESUME_ORDER:
             try:
                 ckpt, payload = path / "checkpoints" / name, read_weights(path / "checkpoints" / name)
                 break
