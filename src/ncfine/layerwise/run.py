@@ -141,7 +141,7 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     autocast = torch.bfloat16 if device.type == "cuda" and "bf16" in precision else None
     result = run_analysis(
         module, datamodule, layers, splits=list(cfg.splits), max_samples=cfg.get("max_samples"),
-        max_samples_per_split=_plain(cfg.get("max_samples_per_split")), pool=cfg.pool,
+        max_samples_per_split=_plain_dict(cfg.get("max_samples_per_split")), pool=cfg.pool,
         flatten_size=int(cfg.flatten_size), device=device, autocast_dtype=autocast, **settings,
     )
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -160,10 +160,6 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     write_report(out / "report.md", payload, figures)
     atomic_write_json(out / "results.json", payload)
     return payload
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _device(name: str) -> torch.device:
