@@ -74,14 +74,8 @@ def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[Di
             value = OmegaConf.select(run_cfg, source, default=None)
             if key not in keys and value is not None:
                 OmegaConf.update(cfg, key, value)
-        if "max_samples" not in keys:
-            nc = OmegaConf.select(run_cfg, "callbacks.neural_collapse.max_samples", default=None)
-            fr = OmegaConf.select(run_cfg, "callbacks.fine_recovery.max_samples", default=None)
-            if OmegaConf.select(run_cfg, "callbacks.neural_collapse") is not None and nc == fr:
-                cfg.max_samples = nc
-        for split in ("train", "test"):
-            key = f"max_samples_per_split.{split}"
-            if key in keys or "max_samples_per_split" in keys:
+        for key in ("max_samples", "max_samples_per_split.train", "max_samples_per_split.test"):
+            if key in keys or key.split(".")[0] in keys:
                 continue
             nc = OmegaConf.select(run_cfg, f"callbacks.neural_collapse.{key}", default=None)
             fr = OmegaConf.select(run_cfg, f"callbacks.fine_recovery.{key}", default=None)
