@@ -3,6 +3,7 @@ contract (results.json, report.md, depth curves) works with ncfine-collect / ncf
 weights files, the fast offline-weights error, and one-line errors for bad inputs."""
 
 import json
+import shutil
 import time
 
 import pytest
@@ -25,8 +26,10 @@ MLP_RUN = FAST + ["data=synthetic", "model=mlp", "trainer.max_epochs=1", "logger
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A tiny completed ncfine run (synthetic data, MLP), trained in-process once per session."""
-    run_dir = tmp_path_factory.mktemp("analyze") / "run"
+    """A tiny completed ncfine run (synthetic data, MLP), trained in-process once per session.
+
+    Named like a sweep cell ('=' and ','), as the run dirs users pass to `run=` are."""
+    run_dir = tmp_path_factory.mktemp("analyze") / "optimizer.lr=0.05,optimizer.weight_decay=0.0005"
     results = train(compose(MLP_RUN, run_dir=run_dir))
     assert results["status"] == "completed", results["error"]
     return run_dir, results
@@ -87,6 +90,22 @@ def test_cli_analyses_a_run_dir(trained_run, tmp_path):
     assert "ncfine-analyze: completed" in proc.stdout and "report.md" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["metrics"]["nc/train/nc1"] == trained["metrics"]["nc/train/nc1"]
+
+
+@pytest.mark.slow
+def test_cli_multirun_over_sweep_cells_takes_their_dirs_as_printed(trained_run, tmp_path):
+    """`-m run=A,B` where A and B are sweep-cell dirs ('=' and ',' in their names): one job each."""
+    from ncfine.collect import load_runs, summarize
+
+    run_dir, trained = trained_run
+    other = tmp_path / "optimizer.lr=0.01,optimizer.weight_decay=0.0005"
+    shutil.copytree(run_dir, other)
+    proc = run_cli(["-m", f"run={run_dir},{other}", "device=cpu", "layers=[penultimate]",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], module="ncfine.analyze_cli")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = summarize(load_runs(tmp_path / "sweep"))
+    assert len(table) == 2 and (table["status"] == "completed").all()
+    assert (table["nc/train/nc1"] == trained["metrics"]["nc/train/nc1"]).all()
 
 
 def test_python_api_on_any_module_with_loaders():

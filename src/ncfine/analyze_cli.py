@@ -10,12 +10,15 @@ conf/analyze.yaml lists every option. The Python API is `ncfine.analyze(module, 
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
 from ncfine.utils.cli import run_reporting_errors
 from ncfine.utils.hydra_errors import report_composition_errors
+from ncfine.utils.path_overrides import quote_path_overrides
 
 register_resolvers()
 register_launchers()  # hydra/launcher=local|slurm for sweeps of analyses, as for training
@@ -45,6 +48,9 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    # Run dirs are named by their overrides ('=' and ','): quoted here, a path printed by
+    # ncfine-train can be passed back as it is.
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], keys=("run", "weights"))
     with report_composition_errors(CONFIG_DIR):
         _main()
 

@@ -43,7 +43,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def compose_analyze(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/analysis") -> DictConfig:
     """The config `ncfine-analyze <overrides>` would run, writing into `run_dir`."""
-    return compose(overrides, run_dir, config_name="analyze")
+    from ncfine.utils.path_overrides import quote_path_overrides
+
+    return compose(quote_path_overrides(overrides, keys=("run", "weights")), run_dir, config_name="analyze")
 
 
 def analyze_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
