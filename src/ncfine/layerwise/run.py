@@ -123,7 +123,7 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
         loaded = build_model(
             cfg.model.backbone, cfg.get("weights"), num_coarse=datamodule.num_coarse, in_chans=datamodule.in_chans,
             img_size=datamodule.image_size, small_input=bool(cfg.model.small_input),
-            pretrained=bool(cfg.model.pretrained), backbone_kwargs=_plain_dict(cfg.model.get("backbone_kwargs")),
+            pretrained=bool(cfg.model.pretrained), width=cfg.model.get("width", 1.0), backbone_kwargs=_plain_dict(cfg.model.get("backbone_kwargs")),
         )
     device = _device(cfg.get("device", "auto"))
     module = loaded.module.to(device)

@@ -151,7 +151,8 @@ def load_run(run: str | Path) -> LoadedModel:
 
 
 def build_model(backbone: str | None, weights: str | None, *, num_coarse: int, in_chans: int, img_size: int,
-                small_input: bool = False, pretrained: bool = False, backbone_kwargs: dict | None = None) -> LoadedModel:
+                small_input: bool = False, pretrained: bool = False, width: float = 1.0,
+                backbone_kwargs: dict | None = None) -> LoadedModel:
     """`model.backbone` with `weights` from a local file, or with timm's (pretrained) / random weights."""
     from ncfine.models.backbone import create_backbone
 
@@ -160,7 +161,7 @@ def build_model(backbone: str | None, weights: str | None, *, num_coarse: int, i
         if not backbone:
             raise ConfigError("nothing to analyse: pass run=DIR (an ncfine run dir) or model.backbone=NAME [weights=PATH]")
         module, dim = create_backbone(backbone, small_input, pretrained=pretrained, in_chans=in_chans,
-                                      img_size=img_size, **kwargs)
+                                      img_size=img_size, width=width, **kwargs)
         # No trained head: the head of a pretrained timm model has other classes than the data.
         what = "timm pretrained weights" if pretrained else "random weights (untrained)"
         return LoadedModel(AnalysisModel(module, None), backbone, f"{backbone} with {what}")
@@ -182,7 +183,7 @@ def build_model(backbone: str | None, weights: str | None, *, num_coarse: int, i
         return LoadedModel(model, hparams["backbone"], f"ncfine checkpoint {weights} ({epochs} epochs)", epochs)
     if not backbone:
         raise ConfigError(f"weights {weights!r} are a plain state dict: name its architecture with model.backbone=NAME")
-    module, dim = create_backbone(backbone, small_input, in_chans=in_chans, img_size=img_size, **kwargs)
+    module, dim = create_backbone(backbone, small_input, in_chans=in_chans, img_size=img_size, width=width, **kwargs)
     classifier = str((getattr(module, "pretrained_cfg", None) or {}).get("classifier") or "head")
     head = None
     if f"{classifier}.weight" in state:

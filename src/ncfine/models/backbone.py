@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ncfine.models.mlp import create_mlp
 from ncfine.models.small_input import ImgSize, rule_for
+from ncfine.models.width import WIDTH_RULES, check_width, width_rule_for
 from ncfine.utils.errors import ConfigError, first_line
 
 # Backbones that ncfine builds itself; each takes (in_chans=, img_size=, **kwargs) and returns a
@@ -36,6 +37,7 @@ def create_backbone(
     pretrained: bool = False,
     in_chans: int = 3,
     img_size: ImgSize = None,
+    width: float = 1.0,
     **kwargs,
 ) -> tuple[nn.Module, int]:
     """(module mapping images (B, C, H, W) to features (B, D), D).
@@ -47,6 +49,9 @@ def create_backbone(
     pretrained: load timm's pretrained weights (needs them downloaded or cached; off by default,
         since ncfine's runs train from scratch and compute nodes are often offline).
     in_chans, img_size: from the data; img_size is passed to timm only by rules that need it (ViT).
+    width: channel-width multiplier, by the family's rule in `ncfine.models.width.WIDTH_RULES`
+        (ResNet stage channels, VGG conv widths, DenseNet growth rate); 1 builds timm's model as is.
+        A family without a rule, or width != 1 with pretrained weights, fails in one line.
     kwargs: passed on to `timm.create_model` (e.g. drop_rate, drop_path_rate); they override a rule's kwargs.
 
     The module is the timm model itself (num_classes=0), so its timm methods (set_grad_checkpointing,
@@ -55,13 +60,24 @@ def create_backbone(
     for flag, value in (("small_input", small_input), ("pretrained", pretrained)):
         if not isinstance(value, bool):
             raise ConfigError(f"{flag} (model.{flag}) must be true or false, got {value!r}")
+    width = check_width(width)
     if name in NCFINE_BACKBONES:
+        if width != 1.0:
+            raise ConfigError(
+                f"model.width={width:g} has no rule for ncfine backbone {name!r} (set its size in backbone_kwargs); "
+                f"width rules exist for timm families: {', '.join(WIDTH_RULES)}"
+            )
         if pretrained:
             raise ConfigError(f"backbone {name!r} has no pretrained weights; set pretrained=false")
         module = NCFINE_BACKBONES[name](in_chans=in_chans, img_size=img_size, **kwargs)
         return module, int(module.num_features)
 
     check_backbone_name(name)
+    build = None
+    if width != 1.0:
+        if pretrained:
+            raise ConfigError(f"model.width={width:g} with pretrained=true: {name!r}'s pretrained weights exist at width 1 only")
+        build, kwargs = _width_scaled(name, width, in_chans, kwargs)
     if small_input:
         family, rule = rule_for(_model_class(name, in_chans, kwargs))
         if rule is None:
@@ -76,7 +92,7 @@ def create_backbone(
     else:
         rule = None
 
-    model = _create_timm(name, in_chans, kwargs, pretrained=pretrained)
+    model = build(kwargs) if build is not None else _create_timm(name, in_chans, kwargs, pretrained=pretrained)
     if rule is not None and rule.patch is not None:
         if pretrained and rule.discards_pretrained:
             warnings.warn(
@@ -140,6 +156,28 @@ def check_backbone_name(name: str) -> None:
     raise ConfigError(f"unknown backbone {name!r}; {hint} (all names: timm.list_models(), plus {', '.join(NCFINE_BACKBONES)})")
 
 
+def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict):
+    """(a builder for the narrowed model or None, kwargs): by the family's rule in WIDTH_RULES."""
+    reference = _reference_model(name, in_chans, kwargs)
+    family, rule = width_rule_for(type(reference))
+    if rule is None:
+        raise ConfigError(
+            f"model.width={width:g}: no width rule for timm family {family!r} (backbone {name!r}); rules exist for: "
+            f"{', '.join(WIDTH_RULES)} (or set the widths in model.backbone_kwargs, or add a rule to "
+            "ncfine.models.width.WIDTH_RULES)"
+        )
+    if rule.build is None:
+        return None, {**rule.create_kwargs(reference, width), **kwargs}
+
+    def build(kw: dict) -> nn.Module:
+        try:
+            return rule.build(name, reference, width, in_chans, kw)
+        except TypeError as exc:
+            raise ConfigError(f"backbone {name!r} rejected its kwargs {kw}: {first_line(exc)}") from exc
+
+    return build, kwargs
+
+
 def _rule_families() -> list[str]:
     from ncfine.models.small_input import SMALL_INPUT_RULES
 
@@ -147,14 +185,20 @@ def _rule_families() -> list[str]:
 
 
 def _model_class(name: str, in_chans: int, kwargs: dict) -> type:
-    """The class timm would build for `name`, found by building it on the meta device (no memory, milliseconds)."""
+    """The class timm would build for `name`."""
+    return type(_reference_model(name, in_chans, kwargs))
+
+
+def _reference_model(name: str, in_chans: int, kwargs: dict) -> nn.Module:
+    """The model timm builds for `name`, on the meta device where it can be (no memory, milliseconds);
+    read for its class and layout, never run."""
     try:
         with torch.device("meta"):
-            return type(_create_timm(name, in_chans, kwargs, pretrained=False))
+            return _create_timm(name, in_chans, kwargs, pretrained=False)
     except ConfigError:
         raise
     except Exception:  # noqa: BLE001 - a model whose init cannot run on meta: build it for real once
-        return type(_create_timm(name, in_chans, kwargs, pretrained=False))
+        return _create_timm(name, in_chans, kwargs, pretrained=False)
 
 
 def _create_timm(name: str, in_chans: int, kwargs: dict, *, pretrained: bool) -> nn.Module:

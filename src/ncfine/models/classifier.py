@@ -27,7 +27,7 @@ LABEL_COLUMNS = {"coarse": 1, "fine": 2}  # position in the batch (image, coarse
 class CoarseClassifier(pl.LightningModule):
     """Backbone + linear head, trained with cross-entropy on the batch's `label_level` column ("coarse").
 
-    backbone, small_input, pretrained, in_chans, img_size, backbone_kwargs: see `create_backbone`.
+    backbone, small_input, pretrained, in_chans, img_size, width, backbone_kwargs: see `create_backbone`.
     optimizer: a factory params -> Optimizer (Hydra `_partial_: true`, e.g. partial(torch.optim.SGD, lr=0.1,
         weight_decay=5e-4)). Its bound `weight_decay` keyword is read to build the parameter groups, which
         then carry it (norm/bias params get 0 when exclude_norm_bias_from_wd). None is allowed for a model
@@ -59,6 +59,7 @@ class CoarseClassifier(pl.LightningModule):
         pretrained: bool = False,
         in_chans: int = 3,
         img_size: int | tuple[int, int] | None = None,
+        width: float = 1.0,
         backbone_kwargs: dict | None = None,
         exclude_norm_bias_from_wd: bool = True,
         channels_last: bool | str = False,
@@ -89,6 +90,7 @@ class CoarseClassifier(pl.LightningModule):
             pretrained=pretrained,
             in_chans=in_chans,
             img_size=img_size,
+            width=width,
             **backbone_kwargs,
         )
         self.head = nn.Linear(self.feature_dim, num_classes)
