@@ -60,7 +60,9 @@ class EpochTimer(pl.Callback):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def ncfine_epochs(overrides: Sequence[str], device: torch.device, clock: str = "wall") -> tuple[EpochTimer, float, object]:
+def ncfine_epochs(
+    overrides: Sequence[str], device: torch.device, clock: str = "wall"
+) -> tuple[EpochTimer, float, object]:
     """(the EpochTimer: `times` seconds per epoch and `analysis` seconds, wall seconds of fit,
     datamodule) of one run through ncfine's pipeline.
 
@@ -68,8 +70,10 @@ def ncfine_epochs(overrides: Sequence[str], device: torch.device, clock: str = "
     unless the overrides set trainer.limit_val_batches=0.
     """
     with tempfile.TemporaryDirectory(prefix="ncfine-bench-") as run_dir:
-        cfg = compose([*overrides, "logger=none", "+trainer.enable_progress_bar=false",
-                       "+trainer.enable_checkpointing=false"], run_dir=run_dir)
+        cfg = compose(
+            [*overrides, "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false"],
+            run_dir=run_dir,
+        )
         timer = EpochTimer(device, CLOCKS[clock])
         datamodule, model, trainer = build(cfg, extra_callbacks=[timer])
         sync(device)
@@ -103,8 +107,12 @@ def training_parser(doc: str, epochs: int) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--tiny", action="store_true", help="digits + resnet10t on CPU: runs anywhere")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall seconds, or CPU seconds of the process (CPU only: for a box shared with other jobs)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall seconds, or CPU seconds of the process (CPU only: for a box shared with other jobs)",
+    )
     return parser
 
 

@@ -28,8 +28,11 @@ def line(run_dir: Path, epochs: int) -> str:
     if not rows:
         return f"{run_dir.name}: no epoch finished yet" + (f" [{status}]" if status else "")
     last = rows[-1]
-    shown = [f"{key.split('/', 1)[-1] if key == 'val/acc' else key} {float(last[key]):.4g}"
-             for key in ("val/acc", "nc/train/nc1", "fine/test/kmeans_per_coarse_acc") if last.get(key)]
+    shown = [
+        f"{key.split('/', 1)[-1] if key == 'val/acc' else key} {float(last[key]):.4g}"
+        for key in ("val/acc", "nc/train/nc1", "fine/test/kmeans_per_coarse_acc")
+        if last.get(key)
+    ]
     return f"{run_dir.name}: epoch {len(rows)}/{epochs} " + ", ".join(shown) + (f" [{status}]" if status else "")
 
 

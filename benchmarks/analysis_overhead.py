@@ -22,8 +22,15 @@ from __future__ import annotations
 
 import torch
 
-from _harness import (device_name, mean_after_warmup, ncfine_epochs, parse_training_args, report, training_overrides,
-                      training_parser)
+from _harness import (
+    device_name,
+    mean_after_warmup,
+    ncfine_epochs,
+    parse_training_args,
+    report,
+    training_overrides,
+    training_parser,
+)
 
 
 def main() -> None:
@@ -36,8 +43,15 @@ def main() -> None:
     overrides = [*training_overrides(args, device), f"trainer.max_epochs={args.epochs}", *both]
     plain, plain_wall, _ = ncfine_epochs([*overrides, "callbacks=none"], device, args.clock)
     analysed, analysed_wall, _ = ncfine_epochs(
-        [*overrides, "callbacks=analysis", f"callbacks.fine_recovery.kmeans_backend={args.kmeans_backend}",
-         *analysis_only], device, args.clock)
+        [
+            *overrides,
+            "callbacks=analysis",
+            f"callbacks.fine_recovery.kmeans_backend={args.kmeans_backend}",
+            *analysis_only,
+        ],
+        device,
+        args.clock,
+    )
     result = {
         "device": device_name(device),
         "clock": args.clock,
@@ -54,10 +68,21 @@ def main() -> None:
     }
     result["ratio"] = result["analysis_s_per_epoch"] / result["plain_s_per_epoch"]
     result["floor_ratio"] = 1 + result["features_s_per_epoch"] / result["plain_s_per_epoch"]
-    report(result, [("backbone", "backbone", ""), ("device", "device", ".39"), ("plain_s_per_epoch", "plain s/epoch", ".3f"),
-                    ("analysis_s_per_epoch", "analysis s/epoch", ".3f"), ("ratio", "ratio", ".3f"),
-                    ("features_s_per_epoch", "features s", ".3f"), ("metrics_s_per_epoch", "metrics s", ".3f"),
-                    ("floor_ratio", "floor", ".3f")], args.json)
+    report(
+        result,
+        [
+            ("backbone", "backbone", ""),
+            ("device", "device", ".39"),
+            ("plain_s_per_epoch", "plain s/epoch", ".3f"),
+            ("analysis_s_per_epoch", "analysis s/epoch", ".3f"),
+            ("ratio", "ratio", ".3f"),
+            ("features_s_per_epoch", "features s", ".3f"),
+            ("metrics_s_per_epoch", "metrics s", ".3f"),
+            ("floor_ratio", "floor", ".3f"),
+        ],
+        args.json,
+    )
+
 
 if __name__ == "__main__":
     main()

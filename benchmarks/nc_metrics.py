@@ -107,11 +107,16 @@ def main(argv=None):
             verdict = ""
             if device.type == "cuda" and (target_s or target_mem):
                 ok = (target_s is None or median < target_s) and (target_mem is None or extra < target_mem)
-                parts = [f"<{target_s * 1e3:g} ms" if target_s else "", f"<{target_mem / 2**30:g} GiB" if target_mem else ""]
+                parts = [
+                    f"<{target_s * 1e3:g} ms" if target_s else "",
+                    f"<{target_mem / 2**30:g} GiB" if target_mem else "",
+                ]
                 verdict = ("met " if ok else "MISSED ") + " ".join(p for p in parts if p)
             extra_mib = f"{extra / 2**20:.1f}" if extra is not None else "-"
             full = f"({n_full})" if n != n_full else ""
-            print(f"{device.type:<6} {name:<9} {n:>9} {full:>10} {d:>5} {c:>5} {median * 1e3:>10.2f} {min(times) * 1e3:>9.2f} {extra_mib:>15}  {verdict}")
+            print(
+                f"{device.type:<6} {name:<9} {n:>9} {full:>10} {d:>5} {c:>5} {median * 1e3:>10.2f} {min(times) * 1e3:>9.2f} {extra_mib:>15}  {verdict}"
+            )
             rows.append(
                 {
                     "device": device.type,

@@ -73,11 +73,23 @@ def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = Fal
     rows: list[dict] = []
 
     def add(case, shape, backend, times, metric, value, note=""):
-        row = dict(case=case, device=str(device), shape=shape, backend=backend,
-                   median_s=statistics.median(times), min_s=min(times), metric=metric, value=value, note=note)
+        row = dict(
+            case=case,
+            device=str(device),
+            shape=shape,
+            backend=backend,
+            median_s=statistics.median(times),
+            min_s=min(times),
+            metric=metric,
+            value=value,
+            note=note,
+        )
         rows.append(row)
-        print(f"{case:<13} {device.type:<5} {backend:<6} {shape:<24} {row['median_s']:>9.4f} {row['min_s']:>9.4f}  "
-              f"{metric}={value:.4g} {note}", flush=True)
+        print(
+            f"{case:<13} {device.type:<5} {backend:<6} {shape:<24} {row['median_s']:>9.4f} {row['min_s']:>9.4f}  "
+            f"{metric}={value:.4g} {note}",
+            flush=True,
+        )
 
     # k-means
     sizes = [] if bundle_only else [(10_000, 512, 10, 10, 100), (60_000, 512, 10, 10, 100)]
@@ -94,7 +106,15 @@ def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = Fal
             times, (_, _, inertia) = timed(
                 lambda: kmeans(x, k, n_init=n_init, max_iter=max_iter, backend=backend), device, reps
             )
-            add("kmeans", f"{n}x{d} k={k}", backend, times, "inertia/N", inertia / n, f"n_init={n_init} max_iter={max_iter}")
+            add(
+                "kmeans",
+                f"{n}x{d} k={k}",
+                backend,
+                times,
+                "inertia/N",
+                inertia / n,
+                f"n_init={n_init} max_iter={max_iter}",
+            )
         del x
     if device.type == "cpu" and not quick and not bundle_only:
         print("kmeans        cpu   1M x 2048 k=1000 skipped on CPU (hours); run on a GPU")
@@ -130,8 +150,15 @@ def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = Fal
             times, res = timed(fn, device, repeats)
             add(f"  {part}", f"{n_test}x{d}", backend, times, "acc", res["acc"], "n_init=10 max_iter=100")
         times, (per, glob, probe) = timed(bundle, device, repeats)
-        add("bundle", f"{n_train}/{n_test}x{d}", backend, times, "per_coarse_acc", per,
-            f"global_acc={glob:.3f} probe_acc={probe:.3f}")
+        add(
+            "bundle",
+            f"{n_train}/{n_test}x{d}",
+            backend,
+            times,
+            "per_coarse_acc",
+            per,
+            f"global_acc={glob:.3f} probe_acc={probe:.3f}",
+        )
     return rows
 
 
@@ -141,7 +168,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
-    parser.add_argument("--bundle-only", action="store_true", help="only the per-epoch bundle (and its two k-means parts)")
+    parser.add_argument(
+        "--bundle-only", action="store_true", help="only the per-epoch bundle (and its two k-means parts)"
+    )
     args = parser.parse_args()
 
     devices = []
@@ -151,16 +180,24 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     if args.quick:
         print("QUICK MODE: every case scaled down (N / 10, D / 4, no 1M x 2048 case); not the target sizes")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA")
+    )
     print(f"{'case':<13} {'dev':<5} {'impl':<6} {'shape':<24} {'median_s':>9} {'min_s':>9}  result")
     rows = []
     for device in devices:
         rows += run(device, args.quick, args.repeats, args.bundle_only)
     if args.json:
-        meta = dict(quick=args.quick, bundle_only=args.bundle_only, repeats=args.repeats, torch=torch.__version__, threads=torch.get_num_threads(),
-                    cpu=platform.processor() or platform.machine(),
-                    gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+        meta = dict(
+            quick=args.quick,
+            bundle_only=args.bundle_only,
+            repeats=args.repeats,
+            torch=torch.__version__,
+            threads=torch.get_num_threads(),
+            cpu=platform.processor() or platform.machine(),
+            gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        )
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")

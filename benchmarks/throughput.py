@@ -17,14 +17,23 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _harness import (device_name, mean_after_warmup, ncfine_epochs, parse_training_args, report, sync,
-                      training_overrides, training_parser)
+from _harness import (
+    device_name,
+    mean_after_warmup,
+    ncfine_epochs,
+    parse_training_args,
+    report,
+    sync,
+    training_overrides,
+    training_parser,
+)
 from ncfine.data.transforms import random_crop_flip
 from ncfine.models.backbone import create_backbone
 
 
-def plain_loop(images, labels, mean, std, backbone, num_classes, epochs, batch_size, device, precision,
-               channels_last, pad, flip):
+def plain_loop(
+    images, labels, mean, std, backbone, num_classes, epochs, batch_size, device, precision, channels_last, pad, flip
+):
     """The reference: a hand-written loop with the same model, augmentation and optimiser."""
     torch.manual_seed(0)
     features, dim = create_backbone(backbone, small_input=True, img_size=images.shape[-1], in_chans=images.shape[1])
@@ -65,14 +74,28 @@ def main() -> None:
     overrides = training_overrides(args, device)
     # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);
     # no validation either, since the plain loop has none.
-    ncfine_timer, _, dm = ncfine_epochs([*overrides, f"trainer.max_epochs={args.epochs}", "callbacks=none",
-                                         "trainer.limit_val_batches=0"], device)
+    ncfine_timer, _, dm = ncfine_epochs(
+        [*overrides, f"trainer.max_epochs={args.epochs}", "callbacks=none", "trainer.limit_val_batches=0"], device
+    )
     ncfine_times = ncfine_timer.times
     train = dm.split("train")
     images, coarse = train.images, dm.hierarchy.coarse_of(train.fine)
     mean, std = dm.normalization
-    plain_times = plain_loop(images, coarse, mean, std, args.backbone, dm.num_coarse, args.epochs, args.batch_size,
-                             device, "bf16" if on_cuda else "32", on_cuda, dm.pad, dm.flip)
+    plain_times = plain_loop(
+        images,
+        coarse,
+        mean,
+        std,
+        args.backbone,
+        dm.num_coarse,
+        args.epochs,
+        args.batch_size,
+        device,
+        "bf16" if on_cuda else "32",
+        on_cuda,
+        dm.pad,
+        dm.flip,
+    )
     n = images.shape[0]
     plain_s, ncfine_s = mean_after_warmup(plain_times), mean_after_warmup(ncfine_times)
     result = {
@@ -87,8 +110,18 @@ def main() -> None:
         "ncfine_images_per_s": n / ncfine_s,
         "ratio": plain_s / ncfine_s,
     }
-    report(result, [("backbone", "backbone", ""), ("device", "device", ".27"), ("plain_images_per_s", "plain img/s", ".0f"),
-                    ("ncfine_images_per_s", "ncfine img/s", ".0f"), ("ratio", "ncfine/plain", ".3f")], args.json)
+    report(
+        result,
+        [
+            ("backbone", "backbone", ""),
+            ("device", "device", ".27"),
+            ("plain_images_per_s", "plain img/s", ".0f"),
+            ("ncfine_images_per_s", "ncfine img/s", ".0f"),
+            ("ratio", "ncfine/plain", ".3f"),
+        ],
+        args.json,
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -33,8 +33,10 @@ def values(train: Features, test: Features, weight, bias, num_coarse: int, num_f
     coarse = nc_metrics(train.h, train.coarse, weight, bias, num_classes=num_coarse)
     fine = nc_metrics(train.h, train.fine, num_classes=num_fine)
     return {
-        "nc/train/nc1": float(coarse["nc1"]), "nc/train/nc2_etf_error": float(coarse["nc2_etf_error"]),
-        "nc/train/nc3": float(coarse["nc3"]), "nc/train/nc4": float(coarse["nc4"]),
+        "nc/train/nc1": float(coarse["nc1"]),
+        "nc/train/nc2_etf_error": float(coarse["nc2_etf_error"]),
+        "nc/train/nc3": float(coarse["nc3"]),
+        "nc/train/nc4": float(coarse["nc4"]),
         "nc/train/fine/nc1": float(fine["nc1"]),
         "fine/probe_acc": float(linear_probe(train.h, train.fine, test.h, test.fine, num_classes=num_fine)["acc"]),
         "fine/knn_acc": float(knn_probe(train.h, train.fine, test.h, test.fine, k=20)["acc"]),
@@ -53,11 +55,24 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ncfine-subset-") as run_dir:
-        cfg = compose(["data=cifar10", f"data.source.root={args.data_root}", f"++data.max_train_samples={args.train_samples}",
-                       f"model.backbone={args.backbone}", f"trainer.max_epochs={args.epochs}", "trainer.accelerator=cpu",
-                       "trainer.limit_val_batches=0", "callbacks=none", "logger=none", "data.num_workers=0",
-                       "data.device_resident=true", "+trainer.enable_progress_bar=false",
-                       "+trainer.enable_checkpointing=false"], run_dir=run_dir)
+        cfg = compose(
+            [
+                "data=cifar10",
+                f"data.source.root={args.data_root}",
+                f"++data.max_train_samples={args.train_samples}",
+                f"model.backbone={args.backbone}",
+                f"trainer.max_epochs={args.epochs}",
+                "trainer.accelerator=cpu",
+                "trainer.limit_val_batches=0",
+                "callbacks=none",
+                "logger=none",
+                "data.num_workers=0",
+                "data.device_resident=true",
+                "+trainer.enable_progress_bar=false",
+                "+trainer.enable_checkpointing=false",
+            ],
+            run_dir=run_dir,
+        )
         datamodule, model, trainer = build(cfg)
         trainer.fit(model, datamodule=datamodule)
     trained = time.perf_counter() - start
@@ -74,15 +89,27 @@ def main() -> None:
         subsets.append(values(part, test, weight, bias, h.num_coarse, h.num_fine))
     rows = {}
     print(f"train split {len(train)} images, test {len(test)}; subsets of {args.subset} with seeds 0..{args.seeds - 1}")
-    print(f"{'metric':<24} {'full split':>11} {'subset seed 0':>14} {'subsets mean':>13} {'std':>9} {'|full-mean|/std':>16}")
+    print(
+        f"{'metric':<24} {'full split':>11} {'subset seed 0':>14} {'subsets mean':>13} {'std':>9} {'|full-mean|/std':>16}"
+    )
     for key in full:
         sub = [s[key] for s in subsets]
         mean, std = statistics.mean(sub), statistics.stdev(sub) if len(sub) > 1 else float("nan")
         rows[key] = {"full": full[key], "subset_seed0": sub[0], "subset_mean": mean, "subset_std": std, "subsets": sub}
-        print(f"{key:<24} {full[key]:>11.4f} {sub[0]:>14.4f} {mean:>13.4f} {std:>9.4f} {abs(full[key] - mean) / std:>16.2f}")
-    result = {"backbone": args.backbone, "train_samples": len(train), "test_samples": len(test), "epochs": args.epochs,
-              "subset": args.subset, "seeds": args.seeds, "train_s": trained,
-              "total_s": time.perf_counter() - start, "metrics": rows}
+        print(
+            f"{key:<24} {full[key]:>11.4f} {sub[0]:>14.4f} {mean:>13.4f} {std:>9.4f} {abs(full[key] - mean) / std:>16.2f}"
+        )
+    result = {
+        "backbone": args.backbone,
+        "train_samples": len(train),
+        "test_samples": len(test),
+        "epochs": args.epochs,
+        "subset": args.subset,
+        "seeds": args.seeds,
+        "train_s": trained,
+        "total_s": time.perf_counter() - start,
+        "metrics": rows,
+    }
     print(f"trained in {trained:.0f} s, all in {result['total_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as handle:

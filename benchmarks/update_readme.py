@@ -39,14 +39,19 @@ def _breakdown(overhead: dict) -> str:
     """Where the analysis epoch's extra time went (JSON written before the breakdown existed: nothing)."""
     if "features_s_per_epoch" not in overhead:
         return ""
-    return (f" (eval passes {overhead['features_s_per_epoch']:.3f} s, metrics {overhead['metrics_s_per_epoch']:.3f} s "
-            f"per epoch; eval passes alone: {overhead['floor_ratio']:.3f} x)")
+    return (
+        f" (eval passes {overhead['features_s_per_epoch']:.3f} s, metrics {overhead['metrics_s_per_epoch']:.3f} s "
+        f"per epoch; eval passes alone: {overhead['floor_ratio']:.3f} x)"
+    )
 
 
 def rows(out: Path) -> tuple[list[list[str]], str]:
     """The table rows and the heading line (machine, software, date)."""
-    gpu = [line.strip() for line in (out / "gpu.txt").read_text().splitlines() if line.strip()] \
-        if (out / "gpu.txt").exists() else []
+    gpu = (
+        [line.strip() for line in (out / "gpu.txt").read_text().splitlines() if line.strip()]
+        if (out / "gpu.txt").exists()
+        else []
+    )
     machine = gpu[1] if len(gpu) > 1 else "unknown machine (no gpu.txt)"
     software = next((line for line in gpu if line.startswith("torch ")), "")
     date = next((line[5:] for line in gpu if line.startswith("date ")), "unknown date")
@@ -60,25 +65,40 @@ def rows(out: Path) -> tuple[list[list[str]], str]:
         missing("throughput_resnet18", "throughput.py")
     else:
         cuda = not str(t["device"]).lower().startswith("cpu")  # device_name(): the GPU's name or "cpu (...)"
-        table.append(["`throughput.py`", f"{t['backbone']}, {t['images']} images, batch {t['batch_size']}",
-                      f"ncfine {t['ncfine_images_per_s']:,.0f} img/s, plain {t['plain_images_per_s']:,.0f} img/s: "
-                      f"{t['ratio']:.3f} x", f">= {THROUGHPUT_TARGET} x", _verdict(cuda, t["ratio"] >= THROUGHPUT_TARGET)])
+        table.append(
+            [
+                "`throughput.py`",
+                f"{t['backbone']}, {t['images']} images, batch {t['batch_size']}",
+                f"ncfine {t['ncfine_images_per_s']:,.0f} img/s, plain {t['plain_images_per_s']:,.0f} img/s: "
+                f"{t['ratio']:.3f} x",
+                f">= {THROUGHPUT_TARGET} x",
+                _verdict(cuda, t["ratio"] >= THROUGHPUT_TARGET),
+            ]
+        )
     a = _load(out / "analysis_overhead_resnet18.json")
     if a is None:
         missing("analysis_overhead_resnet18", "analysis_overhead.py")
     else:
         cuda = not str(a["device"]).lower().startswith("cpu")
-        table.append(["`analysis_overhead.py`", f"{a['backbone']}, {a['epochs']} epochs",
-                      f"{a['analysis_s_per_epoch']:.3f} s/epoch with analysis, {a['plain_s_per_epoch']:.3f} without: "
-                      f"{a['ratio']:.3f} x" + _breakdown(a), f"<= {OVERHEAD_TARGET} x",
-                      _verdict(cuda, a["ratio"] <= OVERHEAD_TARGET)])
+        table.append(
+            [
+                "`analysis_overhead.py`",
+                f"{a['backbone']}, {a['epochs']} epochs",
+                f"{a['analysis_s_per_epoch']:.3f} s/epoch with analysis, {a['plain_s_per_epoch']:.3f} without: "
+                f"{a['ratio']:.3f} x" + _breakdown(a),
+                f"<= {OVERHEAD_TARGET} x",
+                _verdict(cuda, a["ratio"] <= OVERHEAD_TARGET),
+            ]
+        )
     n = _load(out / "nc_metrics.json")
     if n is None:
         missing("nc_metrics", "nc_metrics.py")
     else:
         for row in n["rows"]:
             cuda = row["device"] == "cuda"
-            case = f"{row['n']:,} x {row['d']} x {row['c']}" + (f" (stands for {row['n_full']:,})" if row["scaled_down"] else "")
+            case = f"{row['n']:,} x {row['d']} x {row['c']}" + (
+                f" (stands for {row['n_full']:,})" if row["scaled_down"] else ""
+            )
             measured = f"{1e3 * row['median_s']:.2f} ms (median of {row['repeats']})"
             if row.get("peak_extra_bytes") is not None:
                 measured += f", {row['peak_extra_bytes'] / 2**20:.0f} MiB beyond the features"
@@ -89,8 +109,15 @@ def rows(out: Path) -> tuple[list[list[str]], str]:
             if row.get("target_extra_bytes"):
                 targets.append(f"< {row['target_extra_bytes'] / 2**30:g} GiB")
                 ok &= (row.get("peak_extra_bytes") or 0) < row["target_extra_bytes"]
-            table.append(["`nc_metrics.py`", case, measured, ", ".join(targets),
-                          _verdict(cuda, ok) if targets or not cuda else ""])
+            table.append(
+                [
+                    "`nc_metrics.py`",
+                    case,
+                    measured,
+                    ", ".join(targets),
+                    _verdict(cuda, ok) if targets or not cuda else "",
+                ]
+            )
     r = _load(out / "recovery.json")
     if r is None:
         missing("recovery", "recovery.py")
@@ -100,11 +127,19 @@ def rows(out: Path) -> tuple[list[list[str]], str]:
                 continue
             cuda = row["device"].startswith("cuda")
             scaled = " (scaled down: --quick)" if r["meta"].get("quick") else ""
-            table.append(["`recovery.py`", f"bundle {row['shape']}, {row['backend']} k-means{scaled}",
-                          f"{1e3 * row['median_s']:.1f} ms (median)", f"< {BUNDLE_TARGET_S} s",
-                          _verdict(cuda, row["median_s"] < BUNDLE_TARGET_S)])
-    heading = f"Machine: {machine}; {software}. Date: {date}. From `gpu_session.sh` (JSON in its `$OUT`), " \
-              "written here by `python benchmarks/update_readme.py OUT`."
+            table.append(
+                [
+                    "`recovery.py`",
+                    f"bundle {row['shape']}, {row['backend']} k-means{scaled}",
+                    f"{1e3 * row['median_s']:.1f} ms (median)",
+                    f"< {BUNDLE_TARGET_S} s",
+                    _verdict(cuda, row["median_s"] < BUNDLE_TARGET_S),
+                ]
+            )
+    heading = (
+        f"Machine: {machine}; {software}. Date: {date}. From `gpu_session.sh` (JSON in its `$OUT`), "
+        "written here by `python benchmarks/update_readme.py OUT`."
+    )
     return table, heading
 
 

@@ -90,13 +90,21 @@ def slurm_cluster():
 
 
 def pytest_terminal_summary(terminalreporter):
-    ran = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
-           if r.when == "call" and "slurm" in r.keywords]
+    ran = [
+        r
+        for key in ("passed", "failed")
+        for r in terminalreporter.stats.get(key, [])
+        if r.when == "call" and "slurm" in r.keywords
+    ]
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if "slurm" in r.keywords]
     errors = [r for r in terminalreporter.stats.get("error", []) if "slurm" in getattr(r, "keywords", {})]
     if ran:
-        terminalreporter.write_line(f"SLURM: {len(ran)} tests ran against slurmctld {_slurm_version[0] if _slurm_version else '?'}")
+        terminalreporter.write_line(
+            f"SLURM: {len(ran)} tests ran against slurmctld {_slurm_version[0] if _slurm_version else '?'}"
+        )
     elif skipped or errors:
         why = f"{len(skipped)} skipped" if skipped else f"{len(errors)} errors"
         terminalreporter.write_line(f"SLURM: 0 tests ran ({why}: {NO_SLURM})")
+
+
 # ---- end real SLURM ----------------------------------------------------------------------------

@@ -46,8 +46,14 @@ def build_model() -> CoarseClassifier:
 
 
 def build_datamodule() -> HierarchicalDataModule:
-    return HierarchicalDataModule(DigitsSource(image_size=16), hierarchy="mod:5", batch_size=64, eval_batch_size=100,
-                                  augment=False, device_resident=False)
+    return HierarchicalDataModule(
+        DigitsSource(image_size=16),
+        hierarchy="mod:5",
+        batch_size=64,
+        eval_batch_size=100,
+        augment=False,
+        device_resident=False,
+    )
 
 
 def main(devices: int, checkpoint: str, run_dir: str) -> None:
@@ -57,14 +63,26 @@ def main(devices: int, checkpoint: str, run_dir: str) -> None:
     nc = NeuralCollapseCallback(splits=["train", "test"])
     fine = FineRecoveryCallback(splits=["test"], max_samples=TEST_SUBSET, kmeans_backend="torch", kmeans_n_init=3)
     # Layer-wise: its own one-pass extraction of two layers, gathered over ranks the same way.
-    layers = LayerwiseCallback(every_n_epochs=1, max_samples=TEST_SUBSET, layers=["layer2", "penultimate"],
-                               kmeans_backend="torch", kmeans_n_init=3)
+    layers = LayerwiseCallback(
+        every_n_epochs=1,
+        max_samples=TEST_SUBSET,
+        layers=["layer2", "penultimate"],
+        kmeans_backend="torch",
+        kmeans_n_init=3,
+    )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-        max_epochs=1, limit_train_batches=2, limit_val_batches=0, num_sanity_val_steps=0,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[RestoreWeights(state), nc, fine, layers, RunFilesCallback(run_dir)],
-        logger=CSVLogger(run_dir, name="csv", version=""), default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="csv", version=""),
+        default_root_dir=run_dir,
     )
     trainer.fit(build_model(), datamodule=build_datamodule())
 

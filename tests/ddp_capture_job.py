@@ -44,12 +44,26 @@ def main(devices: int, out: str) -> None:
     model = CoarseClassifier("resnet10t", 5, partial(torch.optim.SGD, lr=0.05), in_chans=3, img_size=16)
     # Each rank validates every 2nd of the 360 test images (Lightning's DistributedSampler), in
     # batches of 70 with a short last one; the capture is gathered and sorted back by index.
-    datamodule = HierarchicalDataModule(DigitsSource(image_size=16), hierarchy="mod:5", batch_size=64,
-                                        eval_batch_size=70, augment=False, device_resident=False)
+    datamodule = HierarchicalDataModule(
+        DigitsSource(image_size=16),
+        hierarchy="mod:5",
+        batch_size=64,
+        eval_batch_size=70,
+        augment=False,
+        device_resident=False,
+    )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-        max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, logger=False, default_root_dir=out_dir,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=1,
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        default_root_dir=out_dir,
         callbacks=[NeuralCollapseCallback(splits=["test"], fine=False), Compare(out_dir)],
     )
     trainer.fit(model, datamodule=datamodule)

@@ -51,13 +51,23 @@ def write_fake_cifar10(root: Path, key_type: str = "str", n_per_batch: int = 12,
     k = lambda name: _key(name, key_type)  # noqa: E731
     for b in range(5):
         labels = fake_cifar_labels(n_per_batch, 10, offset=b * n_per_batch)
-        batch = {k("batch_label"): f"training batch {b + 1} of 5", k("labels"): labels.tolist(),
-                 k("data"): _cifar_images(labels, b * n_per_batch), k("filenames"): [f"{i}.png" for i in range(n_per_batch)]}
+        batch = {
+            k("batch_label"): f"training batch {b + 1} of 5",
+            k("labels"): labels.tolist(),
+            k("data"): _cifar_images(labels, b * n_per_batch),
+            k("filenames"): [f"{i}.png" for i in range(n_per_batch)],
+        }
         _dump(folder / f"data_batch_{b + 1}", batch)
     labels = fake_cifar_labels(n_test, 10, offset=3)
     _dump(folder / "test_batch", {k("labels"): labels.tolist(), k("data"): _cifar_images(labels, 0)})
-    _dump(folder / "batches.meta", {k("label_names"): [_name(n, key_type) for n in CIFAR10_NAMES],
-                                    k("num_cases_per_batch"): n_per_batch, k("num_vis"): 3072})
+    _dump(
+        folder / "batches.meta",
+        {
+            k("label_names"): [_name(n, key_type) for n in CIFAR10_NAMES],
+            k("num_cases_per_batch"): n_per_batch,
+            k("num_vis"): 3072,
+        },
+    )
     return folder
 
 
@@ -68,10 +78,21 @@ def write_fake_cifar100(root: Path, key_type: str = "str", n_train: int = 200, n
     k = lambda name: _key(name, key_type)  # noqa: E731
     for split, n in (("train", n_train), ("test", n_test)):
         fine = fake_cifar_labels(n, 100, offset=7 if split == "test" else 0)
-        _dump(folder / split, {k("fine_labels"): fine.tolist(), k("coarse_labels"): (fine % CIFAR100_COARSE).tolist(),
-                               k("data"): _cifar_images(fine, 0)})
-    _dump(folder / "meta", {k("fine_label_names"): [_name(f"fine{i:02d}", key_type) for i in range(100)],
-                            k("coarse_label_names"): [_name(f"super{i:02d}", key_type) for i in range(CIFAR100_COARSE)]})
+        _dump(
+            folder / split,
+            {
+                k("fine_labels"): fine.tolist(),
+                k("coarse_labels"): (fine % CIFAR100_COARSE).tolist(),
+                k("data"): _cifar_images(fine, 0),
+            },
+        )
+    _dump(
+        folder / "meta",
+        {
+            k("fine_label_names"): [_name(f"fine{i:02d}", key_type) for i in range(100)],
+            k("coarse_label_names"): [_name(f"super{i:02d}", key_type) for i in range(CIFAR100_COARSE)],
+        },
+    )
     return folder
 
 
@@ -83,8 +104,9 @@ def _dump(path: Path, obj) -> None:
 IMAGEFOLDER_MAPPING = {"cat": ["siamese", "tabby"], "dog": ["beagle", "husky", "poodle"]}
 
 
-def write_fake_imagefolder(root: Path, mapping: dict[str, list[str]] | None = None, n_train: int = 3, n_test: int = 2,
-                           size: int = 10) -> tuple[Path, Path]:
+def write_fake_imagefolder(
+    root: Path, mapping: dict[str, list[str]] | None = None, n_train: int = 3, n_test: int = 2, size: int = 10
+) -> tuple[Path, Path]:
     """root/{train,test}/<fine>/<i>.png (solid colour = class id * 20) and root/mapping.yaml."""
     import yaml
     from PIL import Image

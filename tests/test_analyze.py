@@ -16,12 +16,26 @@ from ncfine.api import analyze_run, compose, compose_analyze, train
 from ncfine.utils.errors import ConfigError
 
 # The penultimate keys both the training callbacks and the analysis write.
-REPRODUCED = ("nc/train/nc1", "nc/test/nc1", "nc/train/nc3", "nc/test/nc4", "nc/train/fine/nc1",
-              "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_nmi", "fine/probe_acc", "fine/knn_acc")
+REPRODUCED = (
+    "nc/train/nc1",
+    "nc/test/nc1",
+    "nc/train/nc3",
+    "nc/test/nc4",
+    "nc/train/fine/nc1",
+    "fine/test/kmeans_per_coarse_acc",
+    "fine/test/kmeans_global_nmi",
+    "fine/probe_acc",
+    "fine/knn_acc",
+)
 # Per-split caps below max_samples on train: `run=` must carry both over to reproduce the metrics.
-MLP_RUN = FAST + ["data=synthetic", "model=mlp", "trainer.max_epochs=1", "logger=csv",
-                  "callbacks.neural_collapse.max_samples_per_split.train=150",
-                  "callbacks.fine_recovery.max_samples_per_split.train=150"]
+MLP_RUN = FAST + [
+    "data=synthetic",
+    "model=mlp",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "callbacks.neural_collapse.max_samples_per_split.train=150",
+    "callbacks.fine_recovery.max_samples_per_split.train=150",
+]
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +98,10 @@ def test_cli_analyses_a_run_dir(trained_run, tmp_path):
     """The one end-to-end CLI check of the fast tier."""
     run_dir, trained = trained_run
     out = tmp_path / "cli"
-    proc = run_cli([f"run={run_dir}", "device=cpu", f"hydra.run.dir={out}", "layers=[net.6,penultimate]"],
-                   module="ncfine.analyze_cli")
+    proc = run_cli(
+        [f"run={run_dir}", "device=cpu", f"hydra.run.dir={out}", "layers=[net.6,penultimate]"],
+        module="ncfine.analyze_cli",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ncfine-analyze: completed" in proc.stdout and "report.md" in proc.stdout
     results = json.loads((out / "results.json").read_text())
@@ -100,8 +116,10 @@ def test_cli_multirun_over_sweep_cells_takes_their_dirs_as_printed(trained_run, 
     run_dir, trained = trained_run
     other = tmp_path / "optimizer.lr=0.01,optimizer.weight_decay=0.0005"
     shutil.copytree(run_dir, other)
-    proc = run_cli(["-m", f"run={run_dir},{other}", "device=cpu", "layers=[penultimate]",
-                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], module="ncfine.analyze_cli")
+    proc = run_cli(
+        ["-m", f"run={run_dir},{other}", "device=cpu", "layers=[penultimate]", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        module="ncfine.analyze_cli",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = summarize(load_runs(tmp_path / "sweep"))
     assert len(table) == 2 and (table["status"] == "completed").all()
@@ -145,7 +163,9 @@ def test_weights_for_another_architecture_is_a_one_line_error(tmp_path):
     import timm
 
     torch.save(timm.create_model("resnet10t", num_classes=5).state_dict(), tmp_path / "resnet.pth")
-    with pytest.raises(ConfigError, match=r"weights '.*resnet\.pth' do not fit backbone 'vgg11': .*unexpected keys") as info:
+    with pytest.raises(
+        ConfigError, match=r"weights '.*resnet\.pth' do not fit backbone 'vgg11': .*unexpected keys"
+    ) as info:
         build_model("vgg11", str(tmp_path / "resnet.pth"), num_coarse=5, in_chans=3, img_size=32)
     assert "\n" not in str(info.value)
 
@@ -168,8 +188,10 @@ def test_pretrained_weights_offline_fail_fast_with_one_line(monkeypatch, tmp_pat
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cases = [({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
-             ({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "127.0.0.1 cannot be reached")]
+    cases = [
+        ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+        ({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "127.0.0.1 cannot be reached"),
+    ]
     for env, why in cases:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -188,14 +210,17 @@ def test_cli_resnet_run_reproduced_and_bad_input_exit_code(log_dir, tmp_path):
     run = run_cli(FAST + ["trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"])
     assert run.returncode == 0, run.stderr[-2000:]
     trained = json.loads((tmp_path / "run" / "results.json").read_text())
-    proc = run_cli([f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'an'}", "device=cpu"], module="ncfine.analyze_cli")
+    proc = run_cli(
+        [f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'an'}", "device=cpu"], module="ncfine.analyze_cli"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "an" / "results.json").read_text())
     for key in REPRODUCED:
         assert results["metrics"][key] == trained["metrics"][key], key
     assert results["analysis"]["layers"] == ["act1", "layer1", "layer2", "layer3", "layer4", "penultimate"]
-    bad = run_cli([f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'bad'}", "layers=[layer9]"],
-                  module="ncfine.analyze_cli")
+    bad = run_cli(
+        [f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'bad'}", "layers=[layer9]"], module="ncfine.analyze_cli"
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("ncfine: error: unknown layer 'layer9'")
 
@@ -210,5 +235,7 @@ def test_pretrained_from_a_local_file_needs_no_network(tmp_path):
     torch.save(source.state_dict(), tmp_path / "r.pth")
     model, _ = create_backbone("resnet10t", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "r.pth")})
     torch.testing.assert_close(model.conv1[0].weight, source.conv1[0].weight)
-    with pytest.raises(ConfigError, match=r"pretrained weights file '.*nope.pth' for backbone 'resnet10t' does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"pretrained weights file '.*nope.pth' for backbone 'resnet10t' does not exist"
+    ):
         create_backbone("resnet10t", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "nope.pth")})

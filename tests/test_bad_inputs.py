@@ -54,74 +54,166 @@ class Case:
 HIDE = "NCFINE_TEST_HIDE_MODULES"
 
 CASES = [
-    Case("backbone_unknown", ("model.backbone=resnet181",),
-         expect=("unknown backbone 'resnet181'", "closest names: resnet18,")),
-    Case("data_option_unknown", ("data=cifar11",),
-         expect=("data=cifar11", "no such option in config group 'data'",
-                 "available: cifar10, cifar100, digits, imagefolder, synthetic", "did you mean data=cifar10")),
-    Case("data_source_class_unknown", ("data.source._target_=ncfine.data.sources.NopeSource",),
-         expect=("data.source._target_=ncfine.data.sources.NopeSource cannot be imported",
-                 "has no 'NopeSource'", "CIFAR10Source", "DigitsSource")),
-    Case("data_root_missing", ("data=cifar10", "data.source.root=/nonexistent"),
-         expect=("CIFAR-10 not found", "looked for /nonexistent/cifar-10-batches-py",
-                 "data.source.download=true")),
-    Case("hierarchy_list_misses_class", ("data.hierarchy=[0,1,2,3,4,0,1,2,3]",),
-         expect=("hierarchy list has 9 entries", "10 fine classes", "one coarse id per fine class")),
-    Case("hierarchy_dict_repeats_class", ("data.hierarchy={a:[0,5],b:[1,6],c:[2,7],d:[3,8],e:[4,9,0]}",),
-         expect=("fine class '0' is mapped to more than one coarse class", "'a' and 'e'")),
-    Case("hierarchy_dict_misses_class", ("data.hierarchy={a:[0,5],b:[1,6],c:[2,7],d:[3,8],e:[4]}",),
-         expect=("fine classes not mapped to any coarse class: 9;", "exactly one coarse list")),
-    Case("hierarchy_coarse_ids_gap", ("data.hierarchy=[0,1,2,3,5,0,1,2,3,5]",),
-         expect=("coarse ids must be contiguous 0..K-1", "missing 4", "{0,1,2,3,5}")),
+    Case(
+        "backbone_unknown",
+        ("model.backbone=resnet181",),
+        expect=("unknown backbone 'resnet181'", "closest names: resnet18,"),
+    ),
+    Case(
+        "data_option_unknown",
+        ("data=cifar11",),
+        expect=(
+            "data=cifar11",
+            "no such option in config group 'data'",
+            "available: cifar10, cifar100, digits, imagefolder, synthetic",
+            "did you mean data=cifar10",
+        ),
+    ),
+    Case(
+        "data_source_class_unknown",
+        ("data.source._target_=ncfine.data.sources.NopeSource",),
+        expect=(
+            "data.source._target_=ncfine.data.sources.NopeSource cannot be imported",
+            "has no 'NopeSource'",
+            "CIFAR10Source",
+            "DigitsSource",
+        ),
+    ),
+    Case(
+        "data_root_missing",
+        ("data=cifar10", "data.source.root=/nonexistent"),
+        expect=("CIFAR-10 not found", "looked for /nonexistent/cifar-10-batches-py", "data.source.download=true"),
+    ),
+    Case(
+        "hierarchy_list_misses_class",
+        ("data.hierarchy=[0,1,2,3,4,0,1,2,3]",),
+        expect=("hierarchy list has 9 entries", "10 fine classes", "one coarse id per fine class"),
+    ),
+    Case(
+        "hierarchy_dict_repeats_class",
+        ("data.hierarchy={a:[0,5],b:[1,6],c:[2,7],d:[3,8],e:[4,9,0]}",),
+        expect=("fine class '0' is mapped to more than one coarse class", "'a' and 'e'"),
+    ),
+    Case(
+        "hierarchy_dict_misses_class",
+        ("data.hierarchy={a:[0,5],b:[1,6],c:[2,7],d:[3,8],e:[4]}",),
+        expect=("fine classes not mapped to any coarse class: 9;", "exactly one coarse list"),
+    ),
+    Case(
+        "hierarchy_coarse_ids_gap",
+        ("data.hierarchy=[0,1,2,3,5,0,1,2,3,5]",),
+        expect=("coarse ids must be contiguous 0..K-1", "missing 4", "{0,1,2,3,5}"),
+    ),
     Case("lr_zero", ("optimizer.lr=0",), expect=("optimizer.lr must be a positive number, got 0",)),
     Case("lr_negative", ("optimizer.lr=-0.1",), expect=("optimizer.lr must be a positive number, got -0.1",)),
-    Case("weight_decay_negative", ("optimizer.weight_decay=-1e-4",),
-         expect=("optimizer.weight_decay must be >= 0, got -0.0001",)),
-    Case("max_epochs_zero", ("trainer.max_epochs=0",),
-         expect=("trainer.max_epochs must be a positive integer, got 0",)),
+    Case(
+        "weight_decay_negative",
+        ("optimizer.weight_decay=-1e-4",),
+        expect=("optimizer.weight_decay must be >= 0, got -0.0001",),
+    ),
+    Case(
+        "max_epochs_zero", ("trainer.max_epochs=0",), expect=("trainer.max_epochs must be a positive integer, got 0",)
+    ),
     Case("batch_size_zero", ("data.batch_size=0",), expect=("data.batch_size must be a positive integer, got 0",)),
-    Case("nc_every_n_epochs_zero", ("callbacks.neural_collapse.every_n_epochs=0",),
-         expect=("callbacks.neural_collapse.every_n_epochs must be a positive integer, got 0",)),
-    Case("kmeans_faiss_not_installed", ("callbacks.fine_recovery.kmeans_backend=faiss",), {HIDE: "faiss"},
-         expect=("kmeans backend 'faiss'", "faiss-cpu", "not installed", "pip install 'ncfine[faiss]'")),
-    Case("kmeans_backend_unknown", ("callbacks.fine_recovery.kmeans_backend=fiass",),
-         expect=("callbacks.fine_recovery.kmeans_backend", "unknown kmeans backend 'fiass'",
-                 "['auto', 'torch', 'faiss']")),
-    Case("wandb_not_installed", ("logger=wandb",), {HIDE: "wandb"},
-         expect=("logger=wandb", "'wandb', which is not installed", "pip install 'ncfine[wandb]'")),
-    Case("gpu_requested_without_cuda", ("trainer.accelerator=gpu",),
-         expect=("trainer.accelerator=gpu", "no CUDA GPU", "use trainer.accelerator=cpu")),
-    Case("config_key_typo", ("optimizer.lrr=0.1",),
-         expect=("optimizer.lrr=0.1", "unknown config key 'lrr' in 'optimizer'", "did you mean optimizer.lr?",
-                 "+optimizer.lrr=0.1")),
-    Case("data_root_key_one_level_up", ("data=cifar10", "data.root=/nonexistent"),
-         expect=("data.root=/nonexistent", "unknown config key 'root' in 'data'", "did you mean data.source.root?")),
-    Case("imagefolder_root_not_set", ("data=imagefolder",),
-         expect=("data.source.mapping, data.source.root must be set", "data.source.root=...")),
+    Case(
+        "nc_every_n_epochs_zero",
+        ("callbacks.neural_collapse.every_n_epochs=0",),
+        expect=("callbacks.neural_collapse.every_n_epochs must be a positive integer, got 0",),
+    ),
+    Case(
+        "kmeans_faiss_not_installed",
+        ("callbacks.fine_recovery.kmeans_backend=faiss",),
+        {HIDE: "faiss"},
+        expect=("kmeans backend 'faiss'", "faiss-cpu", "not installed", "pip install 'ncfine[faiss]'"),
+    ),
+    Case(
+        "kmeans_backend_unknown",
+        ("callbacks.fine_recovery.kmeans_backend=fiass",),
+        expect=(
+            "callbacks.fine_recovery.kmeans_backend",
+            "unknown kmeans backend 'fiass'",
+            "['auto', 'torch', 'faiss']",
+        ),
+    ),
+    Case(
+        "wandb_not_installed",
+        ("logger=wandb",),
+        {HIDE: "wandb"},
+        expect=("logger=wandb", "'wandb', which is not installed", "pip install 'ncfine[wandb]'"),
+    ),
+    Case(
+        "gpu_requested_without_cuda",
+        ("trainer.accelerator=gpu",),
+        expect=("trainer.accelerator=gpu", "no CUDA GPU", "use trainer.accelerator=cpu"),
+    ),
+    Case(
+        "config_key_typo",
+        ("optimizer.lrr=0.1",),
+        expect=(
+            "optimizer.lrr=0.1",
+            "unknown config key 'lrr' in 'optimizer'",
+            "did you mean optimizer.lr?",
+            "+optimizer.lrr=0.1",
+        ),
+    ),
+    Case(
+        "data_root_key_one_level_up",
+        ("data=cifar10", "data.root=/nonexistent"),
+        expect=("data.root=/nonexistent", "unknown config key 'root' in 'data'", "did you mean data.source.root?"),
+    ),
+    Case(
+        "imagefolder_root_not_set",
+        ("data=imagefolder",),
+        expect=("data.source.mapping, data.source.root must be set", "data.source.root=..."),
+    ),
     Case("seed_not_an_integer", ("seed=abc",), expect=("seed must be an integer, got 'abc'",)),
-    Case("small_input_not_a_boolean", ("model.small_input=maybe",),
-         expect=("model.small_input) must be true or false, got 'maybe'",)),
-    Case("width_not_positive", ("model.width=0",),
-         expect=("model.width must be a positive number", "got 0")),
-    Case("width_family_without_rule", ("model.backbone=mobilenetv3_small_050", "model.width=0.5"),
-         expect=("no width rule for timm family 'MobileNetV3'", "rules exist for: ResNet, DenseNet, VGG")),
-    Case("sgd_nesterov_without_momentum", ("optimizer.momentum=0",),
-         expect=("optimizer SGD(", "momentum=0", "Nesterov momentum requires a momentum")),
-    Case("train_on_zero_batches", ("trainer.limit_train_batches=0",),
-         expect=("trainer.limit_train_batches must be a positive number of batches", "got 0")),
-    Case("label_level_fine", ("+model.label_level=fine",),
-         expect=("model.label_level='fine'", "data.hierarchy=identity")),
-    Case("experiment_missing", ("experiment=nope",),
-         expect=("experiment=nope", "no such option in config group 'experiment'",
-                 "paper_cifar10", "smoke_grid", "synthetic_theory")),
+    Case(
+        "small_input_not_a_boolean",
+        ("model.small_input=maybe",),
+        expect=("model.small_input) must be true or false, got 'maybe'",),
+    ),
+    Case("width_not_positive", ("model.width=0",), expect=("model.width must be a positive number", "got 0")),
+    Case(
+        "width_family_without_rule",
+        ("model.backbone=mobilenetv3_small_050", "model.width=0.5"),
+        expect=("no width rule for timm family 'MobileNetV3'", "rules exist for: ResNet, DenseNet, VGG"),
+    ),
+    Case(
+        "sgd_nesterov_without_momentum",
+        ("optimizer.momentum=0",),
+        expect=("optimizer SGD(", "momentum=0", "Nesterov momentum requires a momentum"),
+    ),
+    Case(
+        "train_on_zero_batches",
+        ("trainer.limit_train_batches=0",),
+        expect=("trainer.limit_train_batches must be a positive number of batches", "got 0"),
+    ),
+    Case(
+        "label_level_fine", ("+model.label_level=fine",), expect=("model.label_level='fine'", "data.hierarchy=identity")
+    ),
+    Case(
+        "experiment_missing",
+        ("experiment=nope",),
+        expect=(
+            "experiment=nope",
+            "no such option in config group 'experiment'",
+            "paper_cifar10",
+            "smoke_grid",
+            "synthetic_theory",
+        ),
+    ),
 ]
 
 # With HYDRA_FULL_ERROR=1 the same errors keep their full traceback: (case, expected in stderr).
 FULL_ERROR_CASES = [
-    (Case("config_key_typo_full_error", ("optimizer.lrr=0.1",), {"HYDRA_FULL_ERROR": "1"}),
-     ("Traceback", "ConfigCompositionException", "Key 'lrr' is not in struct")),
-    (Case("lr_zero_full_error", ("optimizer.lr=0",), {"HYDRA_FULL_ERROR": "1"}),
-     ("Traceback", "ConfigError: optimizer.lr must be a positive number")),
+    (
+        Case("config_key_typo_full_error", ("optimizer.lrr=0.1",), {"HYDRA_FULL_ERROR": "1"}),
+        ("Traceback", "ConfigCompositionException", "Key 'lrr' is not in struct"),
+    ),
+    (
+        Case("lr_zero_full_error", ("optimizer.lr=0",), {"HYDRA_FULL_ERROR": "1"}),
+        ("Traceback", "ConfigError: optimizer.lr must be a positive number"),
+    ),
 ]
 
 CPU_LIMIT_S = 15.0  # the issue's budget per case; CPU time is what isolation would take, give or take
@@ -187,8 +279,14 @@ def run_case(case: Case, base: Path) -> Result:
     started = time.monotonic()
     try:
         if "HYDRA_FULL_ERROR" in case.env:  # run_cli drops HYDRA_FULL_ERROR: call the same command directly
-            proc = subprocess.run([sys.executable, "-m", "ncfine.train", *case.overrides], cwd=root,
-                                  env={**os.environ, **env}, capture_output=True, text=True, timeout=TIMEOUT_S)
+            proc = subprocess.run(
+                [sys.executable, "-m", "ncfine.train", *case.overrides],
+                cwd=root,
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+            )
         else:
             proc = run_cli(list(case.overrides), env=env, timeout=TIMEOUT_S)
         returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
@@ -213,8 +311,11 @@ def run_cases(cases, base: Path, workers: int = WORKERS) -> dict[str, Result]:
 @pytest.fixture(scope="module")
 def cli_results(request, tmp_path_factory) -> dict[str, Result]:
     """Every CLI case a selected subprocess test asks for (by tier and `-k`), run once, 3 at a time."""
-    params = [getattr(getattr(item, "callspec", None), "params", {}) for item in request.session.items
-              if "cli_results" in getattr(item, "fixturenames", ())]
+    params = [
+        getattr(getattr(item, "callspec", None), "params", {})
+        for item in request.session.items
+        if "cli_results" in getattr(item, "fixturenames", ())
+    ]
     selected = {p["case"].id for p in params if isinstance(p.get("case"), Case)}
     cases = [c for c in CASES + [c for c, _ in FULL_ERROR_CASES] if c.id in selected and c.id not in SKIP]
     return run_cases(cases, tmp_path_factory.mktemp("bad_inputs"))
@@ -373,8 +474,11 @@ API_CASES = [
     ("nc_label_negative", lambda: nc_metrics(_X, _FINE - 1), r"negative class id -1"),
     ("nc_labels_length", lambda: nc_metrics(_X, _FINE[:-1]), r"labels must have shape \(40,\).*got \(39,\)"),
     ("nc_features_1d", lambda: nc_metrics(_X[:, 0], _FINE), r"features must have shape \(N, D\), got shape \(40,\)"),
-    ("nc_weight_shape", lambda: nc_metrics(_X, _FINE, weight=torch.randn(4, 6)),
-     r"weight must be a tensor of shape \(num_classes, D\) = \(4, 5\), got \(4, 6\)"),
+    (
+        "nc_weight_shape",
+        lambda: nc_metrics(_X, _FINE, weight=torch.randn(4, 6)),
+        r"weight must be a tensor of shape \(num_classes, D\) = \(4, 5\), got \(4, 6\)",
+    ),
     ("nc_single_class", lambda: nc_metrics(_X, _ONE), r"at least 2 classes.*got 1"),
     ("nc_empty", lambda: nc_metrics(_EMPTY, _EMPTY_Y), r"features is empty \(shape \(0, 5\)\)"),
     # fine_recovery(features, coarse, fine, mode=...)
@@ -382,34 +486,58 @@ API_CASES = [
     ("recovery_inf_global", lambda: fine_recovery(INF, _COARSE, _FINE, mode="global"), BAD_ROWS),
     ("recovery_coarse_negative", lambda: fine_recovery(_X, _COARSE - 1, _FINE), r"coarse contain negative class id -1"),
     ("recovery_coarse_length", lambda: fine_recovery(_X, _COARSE[:-1], _FINE), r"coarse must have shape \(40,\)"),
-    ("recovery_fine_length", lambda: fine_recovery(_X, _COARSE, _FINE[:-2], mode="global"),
-     r"fine must have shape \(40,\).*got \(38,\)"),
+    (
+        "recovery_fine_length",
+        lambda: fine_recovery(_X, _COARSE, _FINE[:-2], mode="global"),
+        r"fine must have shape \(40,\).*got \(38,\)",
+    ),
     ("recovery_single_fine_class", lambda: fine_recovery(_X, _COARSE, _ONE), r"fine hold a single class \(id 0\)"),
     ("recovery_empty", lambda: fine_recovery(_EMPTY, _EMPTY_Y, _EMPTY_Y), r"features is empty"),
-    ("recovery_mode", lambda: fine_recovery(_X, _COARSE, _FINE, mode="perclass"),
-     r"unknown fine-recovery mode 'perclass'; valid modes are \['per_coarse', 'global'\]"),
+    (
+        "recovery_mode",
+        lambda: fine_recovery(_X, _COARSE, _FINE, mode="perclass"),
+        r"unknown fine-recovery mode 'perclass'; valid modes are \['per_coarse', 'global'\]",
+    ),
     # cluster_accuracy(pred, true): any integer ids (cluster ids need no range), same length
-    ("cluster_acc_length", lambda: cluster_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1])),
-     r"pred has 3 entries but true has 2"),
+    (
+        "cluster_acc_length",
+        lambda: cluster_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1])),
+        r"pred has 3 entries but true has 2",
+    ),
     ("cluster_acc_empty", lambda: cluster_accuracy(_EMPTY_Y, _EMPTY_Y), r"pred must be a non-empty 1-D array"),
-    ("cluster_acc_nan", lambda: cluster_accuracy(np.array([0.0, np.nan]), np.array([0, 1])),
-     r"pred must be integer ids, got dtype float64"),
-    ("cluster_acc_2d", lambda: cluster_accuracy(torch.zeros(5, 2, dtype=torch.long), torch.zeros(5, dtype=torch.long)),
-     r"non-empty 1-D array of ids, got shape \(5, 2\)"),
+    (
+        "cluster_acc_nan",
+        lambda: cluster_accuracy(np.array([0.0, np.nan]), np.array([0, 1])),
+        r"pred must be integer ids, got dtype float64",
+    ),
+    (
+        "cluster_acc_2d",
+        lambda: cluster_accuracy(torch.zeros(5, 2, dtype=torch.long), torch.zeros(5, dtype=torch.long)),
+        r"non-empty 1-D array of ids, got shape \(5, 2\)",
+    ),
     # linear_probe / knn_probe(train_h, train_y, test_h, test_y, ...)
     ("probe_nan_train", lambda: linear_probe(NAN, _FINE, _X, _FINE), "train_" + BAD_ROWS),
     ("probe_inf_test", lambda: linear_probe(_X, _FINE, INF, _FINE), "test_" + BAD_ROWS),
-    ("probe_label_too_large", lambda: linear_probe(_X, _FINE, _X, _FINE, num_classes=3),
-     r"train_labels contain class id 3, outside \[0, 3\)"),
+    (
+        "probe_label_too_large",
+        lambda: linear_probe(_X, _FINE, _X, _FINE, num_classes=3),
+        r"train_labels contain class id 3, outside \[0, 3\)",
+    ),
     ("probe_label_negative", lambda: linear_probe(_X, _FINE - 1, _X, _FINE), r"train_labels contain negative class id"),
     ("probe_labels_length", lambda: linear_probe(_X, _FINE[:-1], _X, _FINE), r"train_labels must have shape \(40,\)"),
-    ("probe_dims_differ", lambda: linear_probe(_X, _FINE, _X[:, :3], _FINE),
-     r"train_features have 5 dimensions but test_features have 3"),
+    (
+        "probe_dims_differ",
+        lambda: linear_probe(_X, _FINE, _X[:, :3], _FINE),
+        r"train_features have 5 dimensions but test_features have 3",
+    ),
     ("probe_single_class", lambda: linear_probe(_X, _ONE, _X, _ONE), r"train_labels hold a single class \(id 0\)"),
     ("probe_empty_test", lambda: linear_probe(_X, _FINE, _EMPTY, _EMPTY_Y), r"test_features is empty"),
     ("knn_nan_train", lambda: knn_probe(NAN, _FINE, _X, _FINE), "train_" + BAD_ROWS),
-    ("knn_label_too_large", lambda: knn_probe(_X, _FINE, _X, _FINE, num_classes=2),
-     r"train_labels contain class id 3, outside \[0, 2\)"),
+    (
+        "knn_label_too_large",
+        lambda: knn_probe(_X, _FINE, _X, _FINE, num_classes=2),
+        r"train_labels contain class id 3, outside \[0, 2\)",
+    ),
     ("knn_test_label_negative", lambda: knn_probe(_X, _FINE, _X, _FINE - 1), r"test_labels contain negative class id"),
     ("knn_labels_length", lambda: knn_probe(_X, _FINE, _X, _FINE[:-1]), r"test_labels must have shape \(40,\)"),
     ("knn_dims_differ", lambda: knn_probe(_X, _FINE, _X[:, :3], _FINE), r"5 dimensions but test_features have 3"),
@@ -423,8 +551,11 @@ API_CASES = [
     ("kmeans_features_1d", lambda: kmeans(_X[:, 0], 2), r"features must have shape \(N, D\)"),
     ("kmeans_k_above_n", lambda: kmeans(_X[:2], 3), r"k=3 clusters is more than the 2 samples"),
     ("kmeans_k_zero", lambda: kmeans(_X, 0), r"k must be a positive integer, got 0"),
-    ("kmeans_backend_unknown", lambda: kmeans(_X, 2, backend="sklearn"),
-     r"unknown kmeans backend 'sklearn'; valid backends are \['auto', 'torch', 'faiss'\]"),
+    (
+        "kmeans_backend_unknown",
+        lambda: kmeans(_X, 2, backend="sklearn"),
+        r"unknown kmeans backend 'sklearn'; valid backends are \['auto', 'torch', 'faiss'\]",
+    ),
 ]
 
 
@@ -439,8 +570,7 @@ def test_analysis_api_bad_input(call, match):
 
 
 def markdown(results: dict[str, Result]) -> str:
-    out = ["| case | command overrides | exit code | exact error line | wall s | CPU s |",
-           "|---|---|---|---|---|---|"]
+    out = ["| case | command overrides | exit code | exact error line | wall s | CPU s |", "|---|---|---|---|---|---|"]
     for case in CASES:
         if case.id in SKIP:
             out.append(f"| {case.id} | `{' '.join(case.overrides)}` | skipped | {SKIP[case.id]} | | |")

@@ -10,8 +10,13 @@ from conftest import REPO
 
 
 def run_benchmark(script, json_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--tiny", "--epochs", "1",
-                           "--json", str(json_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--tiny", "--epochs", "1", "--json", str(json_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(json_path.read_text())
 
@@ -40,8 +45,13 @@ def test_analysis_overhead_times_the_same_run_with_and_without_analysis(tmp_path
 
 
 def update_readme(out, readme):
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "update_readme.py"), str(out), "--readme",
-                           str(readme)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "update_readme.py"), str(out), "--readme", str(readme)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def readme_with_markers(tmp_path):
@@ -55,15 +65,24 @@ def test_gpu_session_json_written_into_the_readme_table(tmp_path):
     # The four JSON files gpu_session.sh writes, produced on CPU by the same scripts, then the table.
     out = tmp_path / "out"
     out.mkdir()
-    (out / "gpu.txt").write_text("name, memory.total [MiB], driver_version\nstand-in CPU, 0 MiB, none\n"
-                                 "date 2026-11-30\ntorch 2 timm 1 lightning 2\n")
+    (out / "gpu.txt").write_text(
+        "name, memory.total [MiB], driver_version\nstand-in CPU, 0 MiB, none\n"
+        "date 2026-11-30\ntorch 2 timm 1 lightning 2\n"
+    )
     run_benchmark("throughput.py", out / "throughput_resnet18.json")
     run_benchmark("analysis_overhead.py", out / "analysis_overhead_resnet18.json")
-    for script, args in (("nc_metrics.py", ["--device", "cpu", "--quick", "--sizes", "cifar10", "--repeats", "1"]),
-                         ("recovery.py", ["--device", "cpu", "--quick", "--bundle-only", "--repeats", "1"])):
+    for script, args in (
+        ("nc_metrics.py", ["--device", "cpu", "--quick", "--sizes", "cifar10", "--repeats", "1"]),
+        ("recovery.py", ["--device", "cpu", "--quick", "--bundle-only", "--repeats", "1"]),
+    ):
         name = script.replace(".py", ".json")
-        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--json", str(out / name)],
-                              capture_output=True, text=True, timeout=600, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / script), *args, "--json", str(out / name)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=REPO,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     readme = readme_with_markers(tmp_path)
     proc = update_readme(out, readme)
@@ -72,8 +91,13 @@ def test_gpu_session_json_written_into_the_readme_table(tmp_path):
     assert text.startswith("# Benchmarks\n\n<!-- update_readme.py: begin -->\nMachine: stand-in CPU, 0 MiB, none")
     assert text.endswith("<!-- update_readme.py: end -->\ntail\n") and "\nold\n" not in text
     rows = [line for line in text.splitlines() if line.startswith("| `")]
-    assert [row.split(" | ")[0] for row in rows] == ["| `throughput.py`", "| `analysis_overhead.py`",
-                                                     "| `nc_metrics.py`", "| `recovery.py`", "| `recovery.py`"]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| `throughput.py`",
+        "| `analysis_overhead.py`",
+        "| `nc_metrics.py`",
+        "| `recovery.py`",
+        "| `recovery.py`",
+    ]
     overhead = json.loads((out / "analysis_overhead_resnet18.json").read_text())
     assert f"{overhead['ratio']:.3f} x" in rows[1] and "no verdict (not a GPU)" in rows[1]
     assert "stands for 60,000" in rows[2] and "scaled down" in rows[3]
@@ -83,14 +107,35 @@ def test_readme_table_says_which_benchmark_failed(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "gpu.txt").write_text("name, memory.total [MiB], driver_version\nNVIDIA H200, 143771 MiB, 580\n")
-    (out / "nc_metrics.json").write_text(json.dumps({"rows": [
-        {"device": "cuda", "n": 1281167, "n_full": 1281167, "scaled_down": False, "d": 2048, "c": 1000, "repeats": 5,
-         "median_s": 0.61, "peak_extra_bytes": 500 * 2**20, "target_s": 5.0, "target_extra_bytes": 2 * 2**30}]}))
+    (out / "nc_metrics.json").write_text(
+        json.dumps(
+            {
+                "rows": [
+                    {
+                        "device": "cuda",
+                        "n": 1281167,
+                        "n_full": 1281167,
+                        "scaled_down": False,
+                        "d": 2048,
+                        "c": 1000,
+                        "repeats": 5,
+                        "median_s": 0.61,
+                        "peak_extra_bytes": 500 * 2**20,
+                        "target_s": 5.0,
+                        "target_extra_bytes": 2 * 2**30,
+                    }
+                ]
+            }
+        )
+    )
     readme = readme_with_markers(tmp_path)
     assert update_readme(out, readme).returncode == 0
     text = readme.read_text()
     assert "no throughput_resnet18.json: the benchmark failed" in text and "no recovery.json" in text
-    assert "| 1,281,167 x 2048 x 1000 | 610.00 ms (median of 5), 500 MiB beyond the features | < 5000 ms, < 2 GiB | met |" in text
+    assert (
+        "| 1,281,167 x 2048 x 1000 | 610.00 ms (median of 5), 500 MiB beyond the features | < 5000 ms, < 2 GiB | met |"
+        in text
+    )
     bad = tmp_path / "plain.md"
     bad.write_text("# no markers\n")
     proc = update_readme(out, bad)

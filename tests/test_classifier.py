@@ -111,9 +111,15 @@ def test_huge_learning_rate_diverges():
     [
         (functools.partial(torch.optim.SGD, lr=0.0), "lr must be a positive number, got 0.0"),
         (functools.partial(torch.optim.SGD, lr=-0.1), "got -0.1"),
-        (functools.partial(torch.optim.SGD, lr=0.1, weight_decay=-1e-4), "weight_decay must be a number >= 0, got -0.0001"),
+        (
+            functools.partial(torch.optim.SGD, lr=0.1, weight_decay=-1e-4),
+            "weight_decay must be a number >= 0, got -0.0001",
+        ),
         # torch's own checks, at construction rather than after the Trainer started
-        (functools.partial(torch.optim.SGD, lr=0.1, momentum=0, nesterov=True), "Nesterov momentum requires a momentum"),
+        (
+            functools.partial(torch.optim.SGD, lr=0.1, momentum=0, nesterov=True),
+            "Nesterov momentum requires a momentum",
+        ),
         (functools.partial(torch.optim.SGD, lr=0.1, momentum=-0.5), "SGD.*momentum=-0.5.*Invalid momentum value"),
         (functools.partial(torch.optim.AdamW, lr=0.1, betas=(0.9, 1.5)), "Invalid beta parameter"),
     ],
@@ -178,13 +184,22 @@ def test_channels_last_auto_stays_nchw_off_cuda_and_rejects_other_values():
 
 
 def test_param_groups_put_norm_and_bias_in_the_zero_decay_group():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 14 * 14), nn.Linear(784, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 14 * 14), nn.Linear(784, 2)
+    )
     groups = build_param_groups(model, weight_decay=5e-4)
     decay, no_decay = groups
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     assert sorted(names[id(p)] for p in decay["params"]) == ["0.weight", "4.weight"]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == ["0.bias", "1.bias", "1.weight", "3.bias", "3.weight", "4.bias"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == [
+        "0.bias",
+        "1.bias",
+        "1.weight",
+        "3.bias",
+        "3.weight",
+        "4.bias",
+    ]
     # Without a known weight decay the optimizer's own default applies to the weights.
     assert "weight_decay" not in build_param_groups(model, weight_decay=None)[0]
     assert len(build_param_groups(model, 5e-4, exclude_norm_bias=False)) == 1
@@ -256,8 +271,13 @@ def test_onecycle_on_a_smoke_run_warns_instead_of_dividing_by_zero():
 
 def test_onecycle_survives_max_steps_that_are_not_a_multiple_of_max_epochs():
     # 10 steps over 3 epochs: a schedule of 3 * (10 // 3) = 9 steps made OneCycleLR raise on step 10.
-    model = _model(backbone="mlp", small_input=False, img_size=16, backbone_kwargs={"hidden_dim": 8, "depth": 1},
-                   scheduler=functools.partial(schedulers.onecycle))
+    model = _model(
+        backbone="mlp",
+        small_input=False,
+        img_size=16,
+        backbone_kwargs={"hidden_dim": 8, "depth": 1},
+        scheduler=functools.partial(schedulers.onecycle),
+    )
     trainer = _trainer(max_epochs=3, max_steps=10, limit_val_batches=0)
     trainer.fit(model, _loader(n=40, batch_size=4))
     assert trainer.global_step == 10
@@ -287,8 +307,13 @@ def test_project_configs_instantiate_and_train(schedule):
     optimizer = instantiate(OmegaConf.load(CONF / "optimizer" / "sgd.yaml"))
     scheduler = instantiate(OmegaConf.load(CONF / "scheduler" / f"{schedule}.yaml"))
     # The small MLP keeps this about the optimisation path; backbone_kwargs arrive as a DictConfig, as from Hydra.
-    model = _model(backbone="mlp", optimizer=optimizer, scheduler=scheduler, img_size=8,
-                   backbone_kwargs=OmegaConf.create({"hidden_dim": 16, "depth": 2}))
+    model = _model(
+        backbone="mlp",
+        optimizer=optimizer,
+        scheduler=scheduler,
+        img_size=8,
+        backbone_kwargs=OmegaConf.create({"hidden_dim": 16, "depth": 2}),
+    )
     trainer = _trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(model, _loader(n=16, side=8, batch_size=8))
     assert trainer.global_step == 4
@@ -302,7 +327,9 @@ def test_channels_last_auto_converts_in_setup_before_the_strategy_wraps_the_mode
     from types import SimpleNamespace
 
     def conv_weights_channels_last(model):
-        weights = [m.weight for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+        weights = [
+            m.weight for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1
+        ]
         assert weights  # (1x1 kernels are contiguous in both layouts)
         return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
 

@@ -59,7 +59,9 @@ def random_problem(n=600, d=16, c=6, seed=0, spread=2.0, noise=1.0, imbalanced=T
     probs = torch.linspace(1.0, 4.0, c) if imbalanced else torch.ones(c)
     labels = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=g)
     labels[:c] = torch.arange(c)  # every class present
-    means = spread * torch.randn(c, d, generator=g, dtype=torch.float64) + shift * torch.randn(d, generator=g, dtype=torch.float64)
+    means = spread * torch.randn(c, d, generator=g, dtype=torch.float64) + shift * torch.randn(
+        d, generator=g, dtype=torch.float64
+    )
     features = means[labels] + noise * torch.randn(n, d, generator=g, dtype=torch.float64)
     weight = (means - means.mean(0)) + 1.5 * spread * torch.randn(c, d, generator=g, dtype=torch.float64)
     bias = 0.5 * torch.randn(c, generator=g, dtype=torch.float64)
@@ -174,9 +176,10 @@ def test_float32_cancellation_is_avoided():
     assert got["nc1_cdnv"] == pytest.approx(truth["nc1_cdnv"], rel=1e-6)
 
     # What a naive float32 one-pass computation would give instead.
-    true_trace = sum(
-        ((features.double()[labels == k] - features.double()[labels == k].mean(0)) ** 2).sum() for k in range(c)
-    ) / n
+    true_trace = (
+        sum(((features.double()[labels == k] - features.double()[labels == k].mean(0)) ** 2).sum() for k in range(c))
+        / n
+    )
     naive = torch.zeros((), dtype=torch.float32)
     for k in range(c):
         h = features[labels == k]
@@ -229,7 +232,9 @@ def test_close_fine_classes_inside_coarse_classes():
     coarse = torch.randn(coarse_classes, d, generator=g, dtype=torch.float64)
     coarse *= 20.0 / coarse.norm(dim=1, keepdim=True)
     fine = torch.arange(coarse_classes * fine_per_coarse).repeat_interleave(per_class)
-    features = (coarse[fine // fine_per_coarse] + 1e-4 * torch.randn(len(fine), d, generator=g, dtype=torch.float64)).float()
+    features = (
+        coarse[fine // fine_per_coarse] + 1e-4 * torch.randn(len(fine), d, generator=g, dtype=torch.float64)
+    ).float()
     x, y = features.double().numpy(), fine.numpy()
     truth_nc1 = reference_nc1_svd(x, y)
     truth_cdnv = reference(x, y)["nc1_cdnv"]
@@ -411,7 +416,20 @@ def test_nan_and_inf_rows_are_counted():
         (lambda f, y, w: (f, y, None, {"chunk_size": 0}), "chunk_size must be a positive int"),
         (lambda f, y, w: (f, y, None, {"num_classes": 0}), "num_classes must be a positive int"),
     ],
-    ids=["label>=C", "label<0", "length", "1-D", "empty", "one class", "float labels", "weight", "bias", "path", "chunk", "num_classes"],
+    ids=[
+        "label>=C",
+        "label<0",
+        "length",
+        "1-D",
+        "empty",
+        "one class",
+        "float labels",
+        "weight",
+        "bias",
+        "path",
+        "chunk",
+        "num_classes",
+    ],
 )
 def test_bad_input_is_a_clear_value_error(make_args, match):
     features, labels, weight, _ = random_problem(60, 4, 3, seed=17)

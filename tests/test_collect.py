@@ -12,7 +12,13 @@ import torch
 
 from conftest import run_cli
 from ncfine.collect import (
-    CollectError, aggregate_seeds, heatmap_grid, load_runs, load_wandb_runs, run_from_wandb, summarize,
+    CollectError,
+    aggregate_seeds,
+    heatmap_grid,
+    load_runs,
+    load_wandb_runs,
+    run_from_wandb,
+    summarize,
     write_heatmaps,
 )
 from ncfine.plot import pca_2d, plot_pca, render_run
@@ -24,19 +30,28 @@ WDS = (5e-4, 5e-5)
 
 def fake_job(root: Path, backbone, lr, wd, seed, status="completed", metrics=None, results=True, extra=()):
     """A job dir as Hydra + ncfine leave it: .hydra/{overrides,config,hydra}.yaml and results.json."""
-    overrides = [f"model.backbone={backbone}", f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}", f"seed={seed}",
-                 *extra]
+    overrides = [
+        f"model.backbone={backbone}",
+        f"optimizer.lr={lr}",
+        f"optimizer.weight_decay={wd}",
+        f"seed={seed}",
+        *extra,
+    ]
     job = root / ",".join(overrides)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     (job / ".hydra" / "config.yaml").write_text(
-        f"model:\n  backbone: {backbone}\noptimizer:\n  lr: {lr}\n  weight_decay: {wd}\nseed: {seed}\n")
+        f"model:\n  backbone: {backbone}\noptimizer:\n  lr: {lr}\n  weight_decay: {wd}\nseed: {seed}\n"
+    )
     (job / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      data: digits\n")
     (job / "checkpoints").mkdir()
     if results:
         payload = {
-            "status": status, "error": None if status == "completed" else f"{status} on purpose",
-            "epochs_completed": 2, "wall_time_s": 1.5, "metrics": metrics or {},
+            "status": status,
+            "error": None if status == "completed" else f"{status} on purpose",
+            "epochs_completed": 2,
+            "wall_time_s": 1.5,
+            "metrics": metrics or {},
             "config": {"backbone": backbone, "lr": lr, "weight_decay": wd, "seed": seed, "data": "digits"},
         }
         (job / "results.json").write_text(json.dumps(payload))
@@ -45,8 +60,13 @@ def fake_job(root: Path, backbone, lr, wd, seed, status="completed", metrics=Non
 
 def metrics_for(backbone, lr, wd, seed):
     base = 0.5 + 0.1 * BACKBONES.index(backbone) + lr + 100 * wd
-    return {"val/acc": 0.9, "nc/train/nc1": base * 10, "nc/test/nc1": base * 20,
-            "fine/test/kmeans_per_coarse_acc": base + 0.01 * seed, "fine/probe_acc": 0.7}
+    return {
+        "val/acc": 0.9,
+        "nc/train/nc1": base * 10,
+        "nc/test/nc1": base * 20,
+        "fine/test/kmeans_per_coarse_acc": base + 0.01 * seed,
+        "fine/probe_acc": 0.7,
+    }
 
 
 @pytest.fixture
@@ -133,23 +153,37 @@ def test_load_runs_lists_every_job_with_its_status(sweep):
 def test_summarize_one_row_per_job_and_seed_aggregation(sweep):
     table = summarize(load_runs(sweep))
     assert len(table) == 16
-    for column in ("backbone", "lr", "weight_decay", "seed", "status", "val/acc", "nc/train/nc1", "nc/test/nc4",
-                   "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_acc", "fine/probe_acc", "epochs",
-                   "wall_time_s"):
+    for column in (
+        "backbone",
+        "lr",
+        "weight_decay",
+        "seed",
+        "status",
+        "val/acc",
+        "nc/train/nc1",
+        "nc/test/nc4",
+        "fine/test/kmeans_per_coarse_acc",
+        "fine/test/kmeans_global_acc",
+        "fine/probe_acc",
+        "epochs",
+        "wall_time_s",
+    ):
         assert column in table.columns, column
     failed = table[table["status"] == "failed"].iloc[0]
     assert math.isnan(failed["val/acc"]) and failed["error"] == "failed on purpose"
 
     by_config = aggregate_seeds(table)
     assert len(by_config) == 8 and (by_config["n_seeds"] == 2).all()
-    cell = by_config[(by_config["backbone"] == "vgg16_bn") & (by_config["lr"] == 0.01)
-                     & (by_config["weight_decay"] == 5e-5)].iloc[0]
+    cell = by_config[
+        (by_config["backbone"] == "vgg16_bn") & (by_config["lr"] == 0.01) & (by_config["weight_decay"] == 5e-5)
+    ].iloc[0]
     expected = [metrics_for("vgg16_bn", 0.01, 5e-5, s)["fine/test/kmeans_per_coarse_acc"] for s in (0, 1)]
     assert cell["fine/test/kmeans_per_coarse_acc mean"] == pytest.approx(sum(expected) / 2)
     assert cell["fine/test/kmeans_per_coarse_acc std"] == pytest.approx(pd.Series(expected).std())
     # a config with one failed seed averages the completed one only, and says so
-    partial = by_config[(by_config["backbone"] == "resnet18") & (by_config["lr"] == 0.01)
-                        & (by_config["weight_decay"] == 5e-4)].iloc[0]
+    partial = by_config[
+        (by_config["backbone"] == "resnet18") & (by_config["lr"] == 0.01) & (by_config["weight_decay"] == 5e-4)
+    ].iloc[0]
     assert partial["n_completed"] == 1 and partial["statuses"] == "1 completed, 1 failed"
 
 
@@ -159,7 +193,8 @@ def test_heatmap_cells_name_failed_and_missing_jobs(sweep):
     assert grid["lrs"] == [0.1, 0.01] and grid["wds"] == [5e-4, 5e-5]
     assert grid["labels"][0][0] == "diverged x2" and math.isnan(grid["mean"][0, 0])
     assert grid["mean"][1, 1] == pytest.approx(
-        sum(metrics_for("vgg16_bn", 0.01, 5e-5, s)["fine/test/kmeans_per_coarse_acc"] for s in (0, 1)) / 2)
+        sum(metrics_for("vgg16_bn", 0.01, 5e-5, s)["fine/test/kmeans_per_coarse_acc"] for s in (0, 1)) / 2
+    )
     resnet = heatmap_grid(table, "fine/test/kmeans_per_coarse_acc", "resnet18")
     assert "1 missing" in resnet["labels"][0][1]  # lr 0.1, wd 5e-5: one seed crashed
     assert "1 failed" in resnet["labels"][1][0]
@@ -180,8 +215,10 @@ def test_cli_writes_summary_and_heatmaps(sweep, tmp_path):
     assert markdown.count("\n| ") >= 16 + 8 and "missing" in markdown and "±" in markdown
     pngs = sorted(p.name for p in out.glob("heatmap_*.png"))
     assert pngs == [
-        "heatmap_fine_test_kmeans_per_coarse_acc_resnet18.png", "heatmap_fine_test_kmeans_per_coarse_acc_vgg16_bn.png",
-        "heatmap_nc_train_nc1_resnet18.png", "heatmap_nc_train_nc1_vgg16_bn.png",
+        "heatmap_fine_test_kmeans_per_coarse_acc_resnet18.png",
+        "heatmap_fine_test_kmeans_per_coarse_acc_vgg16_bn.png",
+        "heatmap_nc_train_nc1_resnet18.png",
+        "heatmap_nc_train_nc1_vgg16_bn.png",
     ]
     assert all((out / p).stat().st_size > 5000 for p in pngs)
 
@@ -194,8 +231,15 @@ def test_cli_empty_dir_is_one_line_error(tmp_path):
 
 def test_variant_keeps_other_swept_keys_apart(tmp_path):
     for hierarchy in ("mod:5", "identity"):
-        fake_job(tmp_path, "resnet18", 0.1, 5e-4, 0, metrics={"nc/train/nc1": 1.0},
-                 extra=[f"data.hierarchy={hierarchy}", "trainer.max_epochs=2"])
+        fake_job(
+            tmp_path,
+            "resnet18",
+            0.1,
+            5e-4,
+            0,
+            metrics={"nc/train/nc1": 1.0},
+            extra=[f"data.hierarchy={hierarchy}", "trainer.max_epochs=2"],
+        )
     table = summarize(load_runs(tmp_path))
     assert sorted(table["variant"]) == ["data.hierarchy=identity", "data.hierarchy=mod:5"]
     assert len(write_heatmaps(table, tmp_path / "out", ["nc/train/nc1"])) == 2
@@ -205,17 +249,27 @@ def test_wandb_run_rows_map_config_summary_and_state():
     # The shape wandb.Api().runs() yields (public Run: name, url, state, config, summary);
     # the API call itself needs network and an account, so only the mapping is checked here.
     finished = SimpleNamespace(
-        name="model.backbone=resnet18,optimizer.lr=0.1", url="https://wandb.ai/e/p/runs/abc", state="finished",
+        name="model.backbone=resnet18,optimizer.lr=0.1",
+        url="https://wandb.ai/e/p/runs/abc",
+        state="finished",
         config={"model": {"backbone": "resnet18"}, "optimizer": {"lr": 0.1, "weight_decay": 5e-4}, "seed": 3},
-        summary={"nc/train/nc1": 0.25, "val/acc": 0.9, "_runtime": 12.0, "trainer/global_step": 40,
-                 "ncfine/status": "completed", "ncfine/epochs_completed": 2, "epoch": 1},
+        summary={
+            "nc/train/nc1": 0.25,
+            "val/acc": 0.9,
+            "_runtime": 12.0,
+            "trainer/global_step": 40,
+            "ncfine/status": "completed",
+            "ncfine/epochs_completed": 2,
+            "epoch": 1,
+        },
     )
     row = run_from_wandb(finished)
     assert row["status"] == "completed" and row["epochs_completed"] == 2
     assert row["config"] == {"backbone": "resnet18", "lr": 0.1, "weight_decay": 5e-4, "seed": 3, "data": None}
     assert row["metrics"] == {"nc/train/nc1": 0.25, "val/acc": 0.9}
-    crashed = SimpleNamespace(name="x", url="u", state="crashed", config={"ncfine": {"backbone": "vgg16_bn", "lr": 0.01}},
-                              summary={})
+    crashed = SimpleNamespace(
+        name="x", url="u", state="crashed", config={"ncfine": {"backbone": "vgg16_bn", "lr": 0.01}}, summary={}
+    )
     row = run_from_wandb(crashed)
     assert row["status"] == "failed" and row["config"]["backbone"] == "vgg16_bn"
     with pytest.raises(CollectError, match="ENTITY/PROJECT"):
@@ -230,12 +284,15 @@ def test_pca_of_two_lines_explains_their_variance():
     assert coords[:, 0].abs().max() == pytest.approx(math.sqrt(10), rel=1e-9)
     # both Gram shapes (N <= D and N > D) agree with the SVD of the centred data, up to sign
     g = torch.Generator().manual_seed(1)
-    for x in (torch.randn(40, 6, generator=g, dtype=torch.float64), torch.randn(6, 40, generator=g, dtype=torch.float64)):
+    for x in (
+        torch.randn(40, 6, generator=g, dtype=torch.float64),
+        torch.randn(6, 40, generator=g, dtype=torch.float64),
+    ):
         coords, explained = pca_2d(x)
         centred = x - x.mean(0)
         _, s, vh = torch.linalg.svd(centred, full_matrices=False)
         assert torch.allclose(coords.abs(), (centred @ vh[:2].T).abs(), atol=1e-9)
-        assert torch.allclose(explained, s[:2] ** 2 / (s ** 2).sum())
+        assert torch.allclose(explained, s[:2] ** 2 / (s**2).sum())
 
 
 def test_plot_pca_and_render_run(tmp_path):
@@ -250,10 +307,17 @@ def test_plot_pca_and_render_run(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    pd.DataFrame({"epoch": [0, 1, 2], "nc/train/nc1": [2.0, 1.0, 0.5], "nc/test/nc1": [3.0, 2.0, 1.5],
-                  "nc/train/fine/nc1": [4, 3.5, 3], "nc/train/nc4": [0.1, 0.0, 0.0],
-                  "fine/test/kmeans_per_coarse_acc": [0.6, 0.7, 0.8], "val/acc": [0.5, 0.7, 0.9]}).to_csv(
-        run / "metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "nc/train/nc1": [2.0, 1.0, 0.5],
+            "nc/test/nc1": [3.0, 2.0, 1.5],
+            "nc/train/fine/nc1": [4, 3.5, 3],
+            "nc/train/nc4": [0.1, 0.0, 0.0],
+            "fine/test/kmeans_per_coarse_acc": [0.6, 0.7, 0.8],
+            "val/acc": [0.5, 0.7, 0.9],
+        }
+    ).to_csv(run / "metrics.csv", index=False)
     torch.save({"h": h, "coarse": coarse, "fine": fine}, run / "features_test.pt")
     written = render_run(run)
     assert sorted(p.name for p in written) == ["nc_curves.png", "pca_test.png", "recovery_curves.png"]

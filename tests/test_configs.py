@@ -24,14 +24,21 @@ def data_dir(tmp_path_factory):
 
 
 def test_every_experiment_is_tested():
-    assert {"paper_cifar10", "paper_cifar10_fine", "paper_cifar100", "paper_grid", "smoke_grid",
-            "synthetic_theory"} <= set(EXPERIMENTS)
+    assert {
+        "paper_cifar10",
+        "paper_cifar10_fine",
+        "paper_cifar100",
+        "paper_grid",
+        "smoke_grid",
+        "synthetic_theory",
+    } <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds(experiment, data_dir, tmp_path):
-    cfg = compose([f"experiment={experiment}", f"paths.data_dir={data_dir}", "trainer.accelerator=cpu"],
-                  run_dir=tmp_path / "run")
+    cfg = compose(
+        [f"experiment={experiment}", f"paths.data_dir={data_dir}", "trainer.accelerator=cpu"], run_dir=tmp_path / "run"
+    )
     datamodule, model, trainer = build(cfg)
     assert model.head.out_features == datamodule.num_coarse
     assert trainer.max_epochs == cfg.trainer.max_epochs
@@ -39,7 +46,9 @@ def test_experiment_composes_and_builds(experiment, data_dir, tmp_path):
         assert cfg.model.backbone == "resnet18" and cfg.optimizer.lr == 0.1 and cfg.optimizer.weight_decay == 5e-4
         assert datamodule.num_fine == 10 and datamodule.num_coarse == (10 if experiment.endswith("fine") else 5)
     if experiment.startswith("paper_"):  # the paper's SGD decays every parameter, norm and bias included
-        groups = build_param_groups(model, cfg.optimizer.weight_decay, exclude_norm_bias=model.hparams.exclude_norm_bias_from_wd)
+        groups = build_param_groups(
+            model, cfg.optimizer.weight_decay, exclude_norm_bias=model.hparams.exclude_norm_bias_from_wd
+        )
         assert {group["weight_decay"] for group in groups} == {cfg.optimizer.weight_decay}
     if experiment == "paper_cifar100":
         assert (datamodule.num_coarse, datamodule.num_fine) == (20, 100)
@@ -50,15 +59,29 @@ SOURCES = {
     "synthetic": ["data=synthetic", "model=mlp"],
     "cifar10": ["data=cifar10"],
     "cifar100": ["data=cifar100"],
-    "imagefolder": ["data=imagefolder", "data.source.root={data}/folder", "data.source.mapping={data}/folder/mapping.yaml"],
+    "imagefolder": [
+        "data=imagefolder",
+        "data.source.root={data}/folder",
+        "data.source.mapping={data}/folder/mapping.yaml",
+    ],
 }
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_fast_dev_run_trains_every_data_source(source, data_dir, tmp_path):
     overrides = [o.format(data=data_dir) for o in SOURCES[source]]
-    cfg = compose([*overrides, *FAST, f"paths.data_dir={data_dir}", "trainer.fast_dev_run=true", "logger=none", "data.num_workers=0",
-                   "model.backbone=resnet10t" if source != "synthetic" else "seed=0"], run_dir=tmp_path / "run")
+    cfg = compose(
+        [
+            *overrides,
+            *FAST,
+            f"paths.data_dir={data_dir}",
+            "trainer.fast_dev_run=true",
+            "logger=none",
+            "data.num_workers=0",
+            "model.backbone=resnet10t" if source != "synthetic" else "seed=0",
+        ],
+        run_dir=tmp_path / "run",
+    )
     results = train(cfg)
     assert results["status"] == "completed", results["error"]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "completed"

@@ -43,7 +43,13 @@ def test_modulo_hierarchy_groups_cifar10_as_in_the_paper():
     h = LabelHierarchy.modulo(10, 5, CIFAR10_NAMES)
     assert (h.num_fine, h.num_coarse, h.is_identity) == (10, 5, False)
     groups = [{CIFAR10_NAMES[f] for f in g} for g in h.groups()]
-    assert groups == [{"airplane", "dog"}, {"automobile", "frog"}, {"bird", "horse"}, {"cat", "ship"}, {"deer", "truck"}]
+    assert groups == [
+        {"airplane", "dog"},
+        {"automobile", "frog"},
+        {"bird", "horse"},
+        {"cat", "ship"},
+        {"deer", "truck"},
+    ]
     fine = torch.tensor([0, 5, 9, 3, 7])
     assert h.coarse_of(fine).tolist() == [0, 0, 4, 3, 2]
     assert h.coarse_of(fine).dtype == torch.int64
@@ -60,8 +66,9 @@ def test_identity_hierarchy_and_list_mapping():
 
 
 def test_dict_mapping_accepts_names_and_ids_in_coarse_order():
-    h = LabelHierarchy.from_mapping({"vehicle": ["automobile", 9, "airplane", "ship"], "animal": [2, 3, 4, 5, 6, 7]},
-                                    CIFAR10_NAMES)
+    h = LabelHierarchy.from_mapping(
+        {"vehicle": ["automobile", 9, "airplane", "ship"], "animal": [2, 3, 4, 5, 6, 7]}, CIFAR10_NAMES
+    )
     assert h.coarse_names == ["vehicle", "animal"]
     assert h.fine_to_coarse == (0, 0, 1, 1, 1, 1, 1, 1, 0, 0)
 
@@ -70,22 +77,44 @@ def test_dict_mapping_accepts_names_and_ids_in_coarse_order():
     "build, error, needles",
     [
         (lambda: LabelHierarchy([0, 1, 3, 0]), DataError, ["contiguous", "missing 2", "{0,1,3}"]),
-        (lambda: LabelHierarchy.from_mapping({"x": ["airplane", "dog"], "y": ["cat"]}, ["airplane", "cat", "dog", "frog"]),
-         DataError, ["not mapped", "frog"]),
-        (lambda: LabelHierarchy.from_mapping({"x": ["cat", "dog"], "y": ["dog", "frog"]}, ["cat", "dog", "frog"]),
-         DataError, ["more than one coarse", "'dog'", "'x'", "'y'"]),
+        (
+            lambda: LabelHierarchy.from_mapping(
+                {"x": ["airplane", "dog"], "y": ["cat"]}, ["airplane", "cat", "dog", "frog"]
+            ),
+            DataError,
+            ["not mapped", "frog"],
+        ),
+        (
+            lambda: LabelHierarchy.from_mapping({"x": ["cat", "dog"], "y": ["dog", "frog"]}, ["cat", "dog", "frog"]),
+            DataError,
+            ["more than one coarse", "'dog'", "'x'", "'y'"],
+        ),
         (lambda: LabelHierarchy.from_mapping({"x": ["cat", "dgo"]}, ["cat", "dog"]), DataError, ["'dgo'", "cat, dog"]),
         (lambda: LabelHierarchy.from_mapping([0, 1, 0], CIFAR10_NAMES), DataError, ["3 entries", "10 fine classes"]),
         (lambda: LabelHierarchy.modulo(4, 5), DataError, ["mod:5", "num_fine=4"]),
-        (lambda: LabelHierarchy.from_labels(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), fine_names=["a", "b"]),
-         DataError, ["'a'", "more than one coarse"]),
+        (
+            lambda: LabelHierarchy.from_labels(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), fine_names=["a", "b"]),
+            DataError,
+            ["'a'", "more than one coarse"],
+        ),
         (lambda: build_hierarchy("superclass", 10, CIFAR10_NAMES), ConfigError, ["superclass", "mod:K"]),
         (lambda: build_hierarchy("modd:5", 10), ConfigError, ["'modd:5'", "identity", "mod", "superclass"]),
         (lambda: build_hierarchy("mod:x", 10), ConfigError, ["mod:x"]),
         (lambda: build_hierarchy([0, 1, 0, 1], 10), DataError, ["4 fine classes", "has 10"]),
     ],
-    ids=["non-contiguous", "missing", "repeated", "unknown-name", "list-length", "mod-too-many", "labels-inconsistent",
-         "superclass-absent", "unknown-spec", "mod-not-int", "spec-wrong-size"],
+    ids=[
+        "non-contiguous",
+        "missing",
+        "repeated",
+        "unknown-name",
+        "list-length",
+        "mod-too-many",
+        "labels-inconsistent",
+        "superclass-absent",
+        "unknown-spec",
+        "mod-not-int",
+        "spec-wrong-size",
+    ],
 )
 def test_hierarchy_errors_are_one_line_and_name_the_classes(build, error, needles):
     with pytest.raises(error) as exc_info:
@@ -103,8 +132,9 @@ def test_build_hierarchy_specs_including_omegaconf_containers():
     assert sup.fine_to_coarse == (1, 0, 0, 1) and sup.coarse_names == ["p", "q"]
     as_list = build_hierarchy(OmegaConf.create([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]), 10, CIFAR10_NAMES)
     assert as_list == LabelHierarchy.modulo(10, 5, CIFAR10_NAMES)
-    as_dict = build_hierarchy(OmegaConf.create({"a": ["airplane", "automobile"], "b": list(CIFAR10_NAMES[2:])}), 10,
-                              CIFAR10_NAMES)
+    as_dict = build_hierarchy(
+        OmegaConf.create({"a": ["airplane", "automobile"], "b": list(CIFAR10_NAMES[2:])}), 10, CIFAR10_NAMES
+    )
     assert as_dict.num_coarse == 2 and as_dict.fine_classes_of(0) == [0, 1]
 
 
@@ -113,7 +143,12 @@ def test_fine_to_coarse_dict_form():
     names = ["husky", "beagle", "siamese", "tabby"]
     h = LabelHierarchy.from_mapping({"husky": "dog", "beagle": "dog", "siamese": "cat", "tabby": "cat"}, names)
     assert h.fine_to_coarse == (0, 0, 1, 1) and h.coarse_names == ["dog", "cat"]
-    assert LabelHierarchy.from_mapping({"husky": 1, "beagle": 1, "siamese": 0, "tabby": 0}, names).fine_to_coarse == (1, 1, 0, 0)
+    assert LabelHierarchy.from_mapping({"husky": 1, "beagle": 1, "siamese": 0, "tabby": 0}, names).fine_to_coarse == (
+        1,
+        1,
+        0,
+        0,
+    )
     assert h == LabelHierarchy.from_mapping({"dog": ["husky", "beagle"], "cat": ["siamese", "tabby"]}, names)
     with pytest.raises(DataError) as exc_info:
         LabelHierarchy.from_mapping({"husky": "dog", "beagle": "dog", "siamese": "cat"}, names)
@@ -257,8 +292,17 @@ def test_imagefolder_errors(tmp_path):
 
 
 def test_synthetic_mixture_shapes_and_separation():
-    source = SyntheticSource(num_coarse=3, fine_per_coarse=2, dim=16, coarse_separation=6.0, fine_separation=2.0,
-                             noise=0.5, n_train_per_fine=400, n_test_per_fine=50, seed=3)
+    source = SyntheticSource(
+        num_coarse=3,
+        fine_per_coarse=2,
+        dim=16,
+        coarse_separation=6.0,
+        fine_separation=2.0,
+        noise=0.5,
+        n_train_per_fine=400,
+        n_test_per_fine=50,
+        seed=3,
+    )
     train, test = source.load("train"), source.load("test")
     assert train.x.shape == (2400, 16) and test.x.shape == (300, 16) and train.x.dtype == torch.float32
     assert train.images is None and not train.is_image
@@ -271,8 +315,17 @@ def test_synthetic_mixture_shapes_and_separation():
     spread = (train.x - fine_means[train.fine].float()).std()
     assert float(spread) == pytest.approx(0.5, rel=0.05)
     # determinism and independent streams
-    same = SyntheticSource(num_coarse=3, fine_per_coarse=2, dim=16, coarse_separation=6.0, fine_separation=2.0,
-                           noise=0.5, n_train_per_fine=400, n_test_per_fine=10, seed=3).load("train")
+    same = SyntheticSource(
+        num_coarse=3,
+        fine_per_coarse=2,
+        dim=16,
+        coarse_separation=6.0,
+        fine_separation=2.0,
+        noise=0.5,
+        n_train_per_fine=400,
+        n_test_per_fine=10,
+        seed=3,
+    ).load("train")
     assert torch.equal(same.x, train.x)
     other = SyntheticSource(num_coarse=3, fine_per_coarse=2, dim=16, seed=4, n_train_per_fine=400).load("train")
     assert not torch.allclose(other.x, train.x)
@@ -338,7 +391,9 @@ def pattern_module(n=256, size=16, **kwargs) -> HierarchicalDataModule:
     """Position-encoding images, identity normalisation (x = u / 255), 8 fine classes, mod:4."""
     images = pattern_images(n, size)
     fine = torch.arange(n) % 8
-    source = TensorSource(train=(images, fine), test=(images[: n // 2], fine[: n // 2]), mean=(0.0, 0.0), std=(1.0, 1.0))
+    source = TensorSource(
+        train=(images, fine), test=(images[: n // 2], fine[: n // 2]), mean=(0.0, 0.0), std=(1.0, 1.0)
+    )
     return HierarchicalDataModule(source, hierarchy="mod:4", **kwargs)
 
 
@@ -382,7 +437,11 @@ def test_batches_follow_the_contract_on_both_paths():
     for resident in (False, True):
         dm = pattern_module(device_resident=resident, batch_size=40)
         raw = dm.split("train")
-        loaders = {"train": dm.train_dataloader(), "test": dm.val_dataloader(), "train_eval": dm.analysis_dataloader("train")}
+        loaders = {
+            "train": dm.train_dataloader(),
+            "test": dm.val_dataloader(),
+            "train_eval": dm.analysis_dataloader("train"),
+        }
         for name, loader in loaders.items():
             split = dm.split(name.split("_")[0])
             seen = []

@@ -17,8 +17,12 @@ JOB = Path(__file__).with_name("ddp_analysis_job.py")
 
 
 def run_job(devices, checkpoint, run_dir):
-    proc = subprocess.run([sys.executable, str(JOB), str(devices), str(checkpoint), str(run_dir)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(JOB), str(devices), str(checkpoint), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     with open(run_dir / "metrics.csv") as handle:
         return list(csv.DictReader(handle))

@@ -14,8 +14,17 @@ def make_loader(n=50, batch_size=8, seed=0, rank=0, world_size=1, shuffle=True):
     images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     fine = torch.arange(n) % 4
     transform = ImageTransform([0.5] * 3, [0.25] * 3, augment=True, pad=2)
-    return DeviceLoader(images, fine // 2, fine, batch_size, transform=transform, shuffle=shuffle, seed=seed, rank=rank,
-                        world_size=world_size)
+    return DeviceLoader(
+        images,
+        fine // 2,
+        fine,
+        batch_size,
+        transform=transform,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def epoch_of(loader):
@@ -137,8 +146,16 @@ def test_lightning_fit_consumes_the_loader(resident):
     dm = pattern_datamodule(resident)
     dm.setup()
     model = TinyModule(dm.in_features, dm.num_coarse)
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=dm)
     batches_per_epoch = 5  # ceil(37 / 8)
     assert trainer.global_step == 3 * batches_per_epoch

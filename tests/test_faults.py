@@ -33,8 +33,13 @@ def test_sigusr1_checkpoints_before_exit_and_the_rerun_finishes(tmp_path):
     # What SLURM sends ahead of a time limit (submitit's signal_delay_s).
     run_dir = tmp_path / "run"
     args = [*SYNTHETIC, "trainer.max_epochs=30", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "ncfine.train", *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ncfine.train", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (run_dir / "metrics.csv").exists() or len(epochs_in(run_dir)) < 1:
         assert proc.poll() is None and time.monotonic() < deadline, "run ended before its first epoch"
@@ -83,8 +88,10 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one_then_to_a_fresh_sta
 
 def test_nan_loss_stops_within_the_epoch_as_diverged(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli([*SYNTHETIC, "optimizer.lr=1e30", "trainer.max_epochs=5", f"hydra.run.dir={run_dir}"],
-                   env={"NCFINE_ROOT": str(tmp_path)})
+    proc = run_cli(
+        [*SYNTHETIC, "optimizer.lr=1e30", "trainer.max_epochs=5", f"hydra.run.dir={run_dir}"],
+        env={"NCFINE_ROOT": str(tmp_path)},
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     results = results_of(run_dir)
     assert results["status"] == "diverged" and results["diverged_epoch"] == 0
@@ -118,19 +125,32 @@ def test_same_seed_gives_bitwise_identical_metrics_on_cpu(tmp_path):
     assert "nc/train/nc1" in header and "fine/test/kmeans_per_coarse_acc" in header and "fine/probe_acc" in header
 
 
-
 def test_analysis_and_its_schedule_do_not_change_the_training_trajectory(tmp_path):
     # Evaluation passes draw nothing from the global RNG: with analysis every epoch, every other
     # epoch or not at all, the same seed trains the same weights (augmentations, shuffles).
-    base = ["trainer.max_epochs=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-            "trainer.accelerator=cpu", "logger=none", "seed=3"]
-    analysis = ["callbacks.neural_collapse.max_samples=200", "callbacks.fine_recovery.max_samples=200",
-                "callbacks.fine_recovery.kmeans_n_init=2", "callbacks.progress_bar.refresh_rate=0",
-                "callbacks.plots.max_samples=200"]
+    base = [
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.accelerator=cpu",
+        "logger=none",
+        "seed=3",
+    ]
+    analysis = [
+        "callbacks.neural_collapse.max_samples=200",
+        "callbacks.fine_recovery.max_samples=200",
+        "callbacks.fine_recovery.kmeans_n_init=2",
+        "callbacks.progress_bar.refresh_rate=0",
+        "callbacks.plots.max_samples=200",
+    ]
     variants = {
         "every_epoch": [*base, *analysis],
-        "every_2nd": [*base, *analysis, "callbacks.neural_collapse.every_n_epochs=2",
-                      "callbacks.fine_recovery.every_n_epochs=2"],
+        "every_2nd": [
+            *base,
+            *analysis,
+            "callbacks.neural_collapse.every_n_epochs=2",
+            "callbacks.fine_recovery.every_n_epochs=2",
+        ],
         "none": [*base, "callbacks=none"],
     }
     losses = {}

@@ -30,8 +30,9 @@ class CompareWithExtraction(pl.Callback):
         store = FeatureStore.of(trainer)
         cached = store._features[("test", None)]
         loader = trainer.datamodule.analysis_dataloader("test")
-        fresh = extract_features(pl_module, loader, pl_module.device, "test",
-                                 features_module.extraction_autocast(trainer, pl_module.device))
+        fresh = extract_features(
+            pl_module, loader, pl_module.device, "test", features_module.extraction_autocast(trainer, pl_module.device)
+        )
         for name in ("h", "coarse", "fine", "index"):
             a, b = getattr(cached, name), getattr(fresh, name)
             assert a.dtype == b.dtype and torch.equal(a, b), name
@@ -41,14 +42,30 @@ class CompareWithExtraction(pl.Callback):
 def fit(tmp_path, epochs=1, resident=False, **trainer_kwargs):
     torch.manual_seed(0)
     model = CoarseClassifier("resnet10t", 5, partial(torch.optim.SGD, lr=0.05), in_chans=3, img_size=16)
-    datamodule = HierarchicalDataModule(DigitsSource(image_size=16), hierarchy="mod:5", batch_size=64,
-                                        eval_batch_size=100, augment=False, device_resident=resident)
+    datamodule = HierarchicalDataModule(
+        DigitsSource(image_size=16),
+        hierarchy="mod:5",
+        batch_size=64,
+        eval_batch_size=100,
+        augment=False,
+        device_resident=resident,
+    )
     compare = CompareWithExtraction()
     nc = NeuralCollapseCallback(splits=["test"], fine=False)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=2,
-                         num_sanity_val_steps=1, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, logger=False, default_root_dir=tmp_path,
-                         callbacks=[nc, compare], **trainer_kwargs)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        limit_train_batches=2,
+        num_sanity_val_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        default_root_dir=tmp_path,
+        callbacks=[nc, compare],
+        **trainer_kwargs,
+    )
     trainer.fit(model, datamodule=datamodule)
     return compare.checked
 
@@ -81,8 +98,11 @@ def test_same_autocast_gives_the_same_bits(tmp_path, monkeypatch):
     # With the analysis pass under bf16 autocast too (as on CUDA with bf16-mixed), the captured
     # features are taken and equal a bf16 analysis pass bit for bit (checked by CompareWithExtraction).
     monkeypatch.setattr(features_module, "extraction_autocast", lambda trainer, device: torch.bfloat16)
-    monkeypatch.setattr(features_module, "_validation_autocast",
-                        lambda precision, device: torch.bfloat16 if precision == "bf16-mixed" else None)
+    monkeypatch.setattr(
+        features_module,
+        "_validation_autocast",
+        lambda precision, device: torch.bfloat16 if precision == "bf16-mixed" else None,
+    )
     assert fit(tmp_path, precision="bf16-mixed") == [0]
 
 
@@ -100,8 +120,9 @@ def test_capture_is_refused_after_an_optimizer_step_and_for_other_precisions():
     store, owner = FeatureStore(), object()
     module = SimpleNamespace(device=cpu)
     datamodule = SimpleNamespace(val_split=lambda: "test", split_size=lambda split: 3)
-    run = SimpleNamespace(sanity_checking=False, current_epoch=0, global_step=5, precision="32-true",
-                          datamodule=datamodule)
+    run = SimpleNamespace(
+        sanity_checking=False, current_epoch=0, global_step=5, precision="32-true", datamodule=datamodule
+    )
     store.begin_capture(owner, run, module)
     batch = (None, torch.zeros(3), torch.zeros(3), torch.arange(3))
     store.capture_batch(owner, {"features": torch.ones(3, 2)}, batch)
@@ -135,7 +156,10 @@ def test_per_split_caps_combine_with_max_samples_and_reject_bad_values():
     # The old key still works and the smaller cap wins.
     cb = FineRecoveryCallback(max_samples=200, max_samples_per_split={"train": 10000})
     assert (cb.samples_cap("train"), cb.samples_cap("test")) == (200, 200)
-    for bad, message in (({"val": 5}, "unknown split"), ({"train": 0}, "max_samples_per_split.train must be"),
-                         ({"test": 2.5}, "max_samples_per_split.test must be")):
+    for bad, message in (
+        ({"val": 5}, "unknown split"),
+        ({"train": 0}, "max_samples_per_split.train must be"),
+        ({"test": 2.5}, "max_samples_per_split.test must be"),
+    ):
         with pytest.raises(ConfigError, match=message):
             NeuralCollapseCallback(max_samples_per_split=bad)

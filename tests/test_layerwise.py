@@ -23,8 +23,13 @@ TINY = {
 EXPECTED = {
     "resnet": ["act1", "layer1", "layer2", "layer3", "layer4"],
     "vgg": ["features.1", "features.4", "features.9", "features.14", "features.19", "features.20"],
-    "densenet": ["features.norm0", "features.denseblock1", "features.denseblock2", "features.denseblock3",
-                 "features.norm5"],
+    "densenet": [
+        "features.norm0",
+        "features.denseblock1",
+        "features.denseblock2",
+        "features.denseblock3",
+        "features.norm5",
+    ],
     "vit": ["blocks.0", "blocks.1"],
 }
 
@@ -135,8 +140,13 @@ def test_layer_keys_rename_the_training_keys():
     coarse = torch.arange(40) % 2
     fine = torch.arange(40) % 4
     h = torch.randn(40, 6, generator=g) + fine[:, None].float()
-    metrics = layerwise_metrics({"a": {"train": (h, coarse, fine)}, "b": {"train": (2 * h, coarse, fine)}},
-                                num_coarse=2, num_fine=4, probe=False, knn=False)
+    metrics = layerwise_metrics(
+        {"a": {"train": (h, coarse, fine)}, "b": {"train": (2 * h, coarse, fine)}},
+        num_coarse=2,
+        num_fine=4,
+        probe=False,
+        knn=False,
+    )
     assert metrics["layer/a/depth"] == 0 and metrics["layer/b/depth"] == 1 and metrics["layer/b/dim"] == 6
     assert metrics["layer/a/train/nc1"] == pytest.approx(metrics["layer/b/train/nc1"])  # NC1 is scale-free
     assert not any(k.startswith(("nc/", "fine/")) for k in metrics)  # no head_layer: no plain keys
@@ -147,10 +157,20 @@ def test_layerwise_callback_logs_every_layer_in_training(tmp_path):
 
     from ncfine.api import compose, train
 
-    cfg = compose(FAST + ["data=synthetic", "model=mlp", "trainer.max_epochs=1", "callbacks=layerwise",
-                          "callbacks.layerwise.max_samples=200", "callbacks.layerwise.kmeans_n_init=2",
-                          "callbacks.layerwise.layers=[net.3,net.6,penultimate]", "logger=csv"],
-                  run_dir=tmp_path / "run")
+    cfg = compose(
+        FAST
+        + [
+            "data=synthetic",
+            "model=mlp",
+            "trainer.max_epochs=1",
+            "callbacks=layerwise",
+            "callbacks.layerwise.max_samples=200",
+            "callbacks.layerwise.kmeans_n_init=2",
+            "callbacks.layerwise.layers=[net.3,net.6,penultimate]",
+            "logger=csv",
+        ],
+        run_dir=tmp_path / "run",
+    )
     results = train(cfg)
     assert results["status"] == "completed", results["error"]
     metrics = results["metrics"]
@@ -173,7 +193,9 @@ def test_per_split_caps_combine_with_max_samples_and_reject_bad_values():
     result = run_analysis(model, dm, [PENULTIMATE], **settings)
     # The smaller of max_samples (150) and the split's cap (train: 100; test: none) wins.
     assert result.num_samples == {"train": 100, "test": 150}
-    for bad, message in (({"train": 0}, r"max_samples_per_split\.train must be a positive integer or null, got 0"),
-                         ({"val": 10}, r"unknown split\(s\) \['val'\] in max_samples_per_split; valid splits are")):
+    for bad, message in (
+        ({"train": 0}, r"max_samples_per_split\.train must be a positive integer or null, got 0"),
+        ({"val": 10}, r"unknown split\(s\) \['val'\] in max_samples_per_split; valid splits are"),
+    ):
         with pytest.raises(ConfigError, match=message):
             run_analysis(model, dm, [PENULTIMATE], **dict(FAST_SETTINGS, max_samples_per_split=bad))

@@ -25,8 +25,14 @@ CELL_TIMEOUT_S = 600
 
 # The smoke grid cut to 4 resnet10t jobs (2 lr x 2 wd) of one epoch on 256 training images, at the
 # demo's 16x16 (the grid's 32x32 is for VGG).
-TINY_SWEEP = ["experiment=smoke_grid", "trainer.max_epochs=1", "++data.max_train_samples=256",
-              "model.backbone=resnet10t", "data.source.image_size=16", "callbacks.plots.save_features=true"]
+TINY_SWEEP = [
+    "experiment=smoke_grid",
+    "trainer.max_epochs=1",
+    "++data.max_train_samples=256",
+    "model.backbone=resnet10t",
+    "data.source.image_size=16",
+    "callbacks.plots.save_features=true",
+]
 
 
 def read(name):
@@ -45,11 +51,14 @@ def test_notebooks_are_committed_without_outputs():
         nbformat.validate(nb)
         for num, cell in enumerate(code_cells(nb)):
             assert cell.outputs == [], f"{path.name}: code cell {num} ({cell.get('id')}) has outputs"
-            assert cell.execution_count is None, f"{path.name}: code cell {num} ({cell.get('id')}) has an execution count"
+            assert cell.execution_count is None, (
+                f"{path.name}: code cell {num} ({cell.get('id')}) has an execution count"
+            )
 
 
-@pytest.mark.parametrize("name, parameter", [("01_quickstart.ipynb", "RUN_DIR = None"),
-                                             ("02_sweep_analysis.ipynb", "SWEEP_DIR = None")])
+@pytest.mark.parametrize(
+    "name, parameter", [("01_quickstart.ipynb", "RUN_DIR = None"), ("02_sweep_analysis.ipynb", "SWEEP_DIR = None")]
+)
 def test_the_first_code_cell_holds_the_parameters(name, parameter):
     first = code_cells(read(name))[0]
     assert first.metadata.get("tags") == ["parameters"]
@@ -73,12 +82,23 @@ def kernel_env(tmp_path, log_dir, monkeypatch):
     jupyter = tmp_path / "jupyter"
     spec_dir = jupyter / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "ncfine tests", "language": "python",
-    }))
-    for var, sub in (("JUPYTER_PATH", "jupyter"), ("JUPYTER_DATA_DIR", "jupyter"), ("JUPYTER_CONFIG_DIR", "jupyter"),
-                     ("JUPYTER_RUNTIME_DIR", "jupyter/runtime"), ("IPYTHONDIR", "ipython"), ("TMPDIR", "tmp")):
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "ncfine tests",
+                "language": "python",
+            }
+        )
+    )
+    for var, sub in (
+        ("JUPYTER_PATH", "jupyter"),
+        ("JUPYTER_DATA_DIR", "jupyter"),
+        ("JUPYTER_CONFIG_DIR", "jupyter"),
+        ("JUPYTER_RUNTIME_DIR", "jupyter/runtime"),
+        ("IPYTHONDIR", "ipython"),
+        ("TMPDIR", "tmp"),
+    ):
         (tmp_path / sub).mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.delenv("JUPYTER_PLATFORM_DIRS", raising=False)
@@ -90,8 +110,13 @@ def kernel_env(tmp_path, log_dir, monkeypatch):
 def execute(nb, cwd):
     """Run every cell (raises CellExecutionError on the first failing one); returns the seconds taken."""
     started = time.monotonic()
-    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME, resources={"metadata": {"path": str(cwd)}},
-                   allow_errors=False).execute()
+    NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name=KERNEL_NAME,
+        resources={"metadata": {"path": str(cwd)}},
+        allow_errors=False,
+    ).execute()
     return time.monotonic() - started
 
 
@@ -107,14 +132,20 @@ def text_of(nb_cell):
 
 
 def html_tables(nb_cell):
-    return [o.data["text/html"] for o in nb_cell.outputs
-            if o.output_type in ("execute_result", "display_data") and "text/html" in o.get("data", {})]
+    return [
+        o.data["text/html"]
+        for o in nb_cell.outputs
+        if o.output_type in ("execute_result", "display_data") and "text/html" in o.get("data", {})
+    ]
 
 
 def pngs(nb_cell):
     """The decoded image/png outputs of a cell."""
-    images = [base64.b64decode(o.data["image/png"]) for o in nb_cell.outputs
-              if o.output_type in ("execute_result", "display_data") and "image/png" in o.get("data", {})]
+    images = [
+        base64.b64decode(o.data["image/png"])
+        for o in nb_cell.outputs
+        if o.output_type in ("execute_result", "display_data") and "image/png" in o.get("data", {})
+    ]
     for image in images:
         assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 5000
     return images
@@ -143,9 +174,21 @@ def test_quickstart_trains_and_shows_the_metric_table_and_figures(kernel_env, tm
 
     [table] = html_tables(cell(nb, "metrics-table"))
     columns = header_cells(table)
-    for column in ("train/loss", "val/acc", "nc/train/nc1", "nc/test/nc1", "nc/train/fine/nc1",
-                   "nc/train/nc2_etf_error", "nc/train/nc3", "nc/train/nc4", "fine/test/kmeans_per_coarse_acc",
-                   "fine/test/kmeans_global_acc", "fine/probe_acc", "fine/knn_acc", "epoch"):
+    for column in (
+        "train/loss",
+        "val/acc",
+        "nc/train/nc1",
+        "nc/test/nc1",
+        "nc/train/fine/nc1",
+        "nc/train/nc2_etf_error",
+        "nc/train/nc3",
+        "nc/train/nc4",
+        "fine/test/kmeans_per_coarse_acc",
+        "fine/test/kmeans_global_acc",
+        "fine/probe_acc",
+        "fine/knn_acc",
+        "epoch",
+    ):
         assert column in columns, (column, columns)
     assert row_labels(table) == ["0", "1"]  # one row per epoch, as in metrics.csv
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -173,8 +216,17 @@ def test_sweep_analysis_runs_a_sweep_then_reads_an_existing_one(kernel_env, log_
     assert all(json.loads((job / "results.json").read_text())["status"] == "completed" for job in jobs)
 
     [jobs_table] = html_tables(cell(nb, "jobs-table"))
-    for column in ("backbone", "lr", "weight_decay", "seed", "status", "val/acc", "nc/train/nc1",
-                   "fine/test/kmeans_per_coarse_acc", "epochs"):
+    for column in (
+        "backbone",
+        "lr",
+        "weight_decay",
+        "seed",
+        "status",
+        "val/acc",
+        "nc/train/nc1",
+        "fine/test/kmeans_per_coarse_acc",
+        "epochs",
+    ):
         assert column in header_cells(jobs_table), column
     assert len(row_labels(jobs_table)) == 4 and jobs_table.count("completed") == 4
     assert "4 jobs: {'completed': 4}" in text_of(cell(nb, "jobs-table"))
@@ -203,6 +255,8 @@ def test_sweep_analysis_runs_a_sweep_then_reads_an_existing_one(kernel_env, log_
     print(f"02_sweep_analysis.ipynb (existing sweep) ran in {seconds:.1f} s")
     assert "Launching" not in text_of(cell(again, "sweep"))
     assert html_tables(cell(again, "jobs-table")) == [jobs_table]
-    assert sorted(p.name for p in report.iterdir()) == sorted(["summary.csv", "summary.md", "pca_best_run.png", *heatmaps])
+    assert sorted(p.name for p in report.iterdir()) == sorted(
+        ["summary.csv", "summary.md", "pca_best_run.png", *heatmaps]
+    )
     assert sorted(p.parent for p in sweep.glob("*/results.json")) == jobs
     assert list(kernel_env.iterdir()) == []

@@ -21,8 +21,11 @@ def _declared_packages() -> set[str]:
 
 def test_setup_cfg_declares_every_package_and_config_group():
     code = {".".join(p.parent.relative_to(REPO / "src").parts) for p in (REPO / "src").rglob("__init__.py")}
-    conf = {".".join(("ncfine", "conf") + d.relative_to(REPO / "conf").parts)
-            for d in [REPO / "conf", *(REPO / "conf").rglob("*")] if d.is_dir()}
+    conf = {
+        ".".join(("ncfine", "conf") + d.relative_to(REPO / "conf").parts)
+        for d in [REPO / "conf", *(REPO / "conf").rglob("*")]
+        if d.is_dir()
+    }
     assert _declared_packages() == code | conf
 
 
@@ -35,8 +38,23 @@ def unpacked_wheel(tmp_path_factory):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(source)], check=True, cwd=out, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        cwd=out,
+        capture_output=True,
+    )
     (wheel,) = out.glob("ncfine-*.whl")
     site = out / "site"
     with zipfile.ZipFile(wheel) as zf:
@@ -59,10 +77,21 @@ def test_installed_wheel_composes_its_own_configs(unpacked_wheel, tmp_path):
     env.pop("NCFINE_CONFIG_DIR", None)
     probe = subprocess.run(
         [sys.executable, "-c", "import ncfine.config as c; print(c.__file__); print(c.CONFIG_DIR)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     module_file, config_dir = probe.stdout.split()
     assert Path(module_file).is_relative_to(site) and Path(config_dir) == site / "ncfine" / "conf"
-    job = subprocess.run([sys.executable, "-m", "ncfine.train", "--cfg", "job", "experiment=paper_cifar10"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    job = subprocess.run(
+        [sys.executable, "-m", "ncfine.train", "--cfg", "job", "experiment=paper_cifar10"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert job.returncode == 0, job.stderr
     assert "backbone: resnet18" in job.stdout

@@ -48,5 +48,8 @@ def test_a_multirun_comma_list_of_such_dirs_becomes_a_sweep_over_them(sweep):
 @pytest.mark.parametrize("value", ["'{a}'", "[{a}]", "{a},missing", "${{oc.env:HOME}}", "{plain}"])
 def test_multirun_quoted_grammar_missing_and_plain_values_are_left_as_given(sweep, value):
     value = value.format(a=sweep / CELL_A, plain=sweep / "plain")
-    assert quote_path_overrides(["-m", f"run={value}", f"other={sweep / CELL_A}"], keys=("run",)) == \
-        ["-m", f"run={value}", f"other={sweep / CELL_A}"]
+    assert quote_path_overrides(["-m", f"run={value}", f"other={sweep / CELL_A}"], keys=("run",)) == [
+        "-m",
+        f"run={value}",
+        f"other={sweep / CELL_A}",
+    ]

@@ -52,7 +52,10 @@ def test_pca_panels_name_the_classes_when_names_are_given(tmp_path):
     fine = torch.arange(4).repeat_interleave(10)
     coarse = fine % 2
     h = torch.randn(40, 8)
-    names = {"coarse_names": ["airplane+bird", "automobile+cat"], "fine_names": ["airplane", "automobile", "bird", "cat"]}
+    names = {
+        "coarse_names": ["airplane+bird", "automobile+cat"],
+        "fine_names": ["airplane", "automobile", "bird", "cat"],
+    }
     fig = plot_pca(h, coarse, fine, tmp_path / "pca.png", **names)
     assert [ax.get_title() for ax in fig.axes] == names["coarse_names"]
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["airplane", "bird"]

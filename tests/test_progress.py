@@ -41,8 +41,15 @@ def _fit(callback, max_epochs=3):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=generator)
     data = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=16)
-    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, num_sanity_val_steps=1, callbacks=[callback])
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,
+        callbacks=[callback],
+    )
     trainer.fit(TinyClassifier(), data, data)
     return trainer
 
@@ -56,8 +63,10 @@ def test_one_line_per_epoch_with_losses_accuracies_and_seconds():
     assert "\r" not in out
     lines = out.splitlines()
     assert len(lines) == 3, out
-    pattern = (r"epoch (\d)/3  train/acc (\d\.\d{4})  train/loss (\d\.\d{4})  val/acc (\d\.\d{4})  "
-               r"val/loss (\d\.\d{4})  (\d+\.\d) s")
+    pattern = (
+        r"epoch (\d)/3  train/acc (\d\.\d{4})  train/loss (\d\.\d{4})  val/acc (\d\.\d{4})  "
+        r"val/loss (\d\.\d{4})  (\d+\.\d) s"
+    )
     matches = [re.fullmatch(pattern, line) for line in lines]
     assert all(matches), lines
     assert [int(m.group(1)) for m in matches] == [1, 2, 3]

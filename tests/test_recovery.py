@@ -21,7 +21,9 @@ from ncfine.callbacks import FineRecoveryCallback
 from ncfine.utils.errors import ConfigError
 
 
-def hierarchical_mixture(n, *, num_coarse=4, fine_per_coarse=2, dim=16, coarse_sep=20.0, fine_sep=4.0, noise=1.0, seed=0):
+def hierarchical_mixture(
+    n, *, num_coarse=4, fine_per_coarse=2, dim=16, coarse_sep=20.0, fine_sep=4.0, noise=1.0, seed=0
+):
     """Coarse means far apart, fine offsets around each coarse mean, isotropic noise; balanced fine classes.
 
     Returns draw(draw_seed) -> (x, coarse, fine): the means depend on `seed` only, so draws with
@@ -36,7 +38,11 @@ def hierarchical_mixture(n, *, num_coarse=4, fine_per_coarse=2, dim=16, coarse_s
         fine = torch.arange(num_coarse * fine_per_coarse).repeat(n // (num_coarse * fine_per_coarse) + 1)[:n]
         fine = fine[torch.randperm(n, generator=g)]
         coarse = fine // fine_per_coarse
-        x = coarse_means[coarse] + fine_offsets[coarse, fine % fine_per_coarse] + noise * torch.randn(n, dim, generator=g)
+        x = (
+            coarse_means[coarse]
+            + fine_offsets[coarse, fine % fine_per_coarse]
+            + noise * torch.randn(n, dim, generator=g)
+        )
         return x, coarse, fine
 
     return draw
@@ -276,7 +282,10 @@ def test_analysis_ignores_a_callers_autocast():
     probes = (linear_probe(x_train, y_train, x_test, y_test, max_iter=20), knn_probe(x_train, y_train, x_test, y_test))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = kmeans(points, 12, n_init=2, backend="torch")
-        assert (linear_probe(x_train, y_train, x_test, y_test, max_iter=20), knn_probe(x_train, y_train, x_test, y_test)) == probes
+        assert (
+            linear_probe(x_train, y_train, x_test, y_test, max_iter=20),
+            knn_probe(x_train, y_train, x_test, y_test),
+        ) == probes
     assert torch.equal(under_autocast[1], plain[1]) and under_autocast[2] == plain[2]
 
 

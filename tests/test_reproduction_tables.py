@@ -26,16 +26,42 @@ def make_tarball(tmp_path, status="completed"):
         (run / "plots" / "nc_curves.png").write_bytes(b"\x89PNG fake " + name.encode())
         metrics = {"val/acc": 0.9, "nc/train/nc1": 0.25, "nc/test/nc1": 0.5, "nc/train/nc4": 0.01, "nc/test/nc4": 0.08}
         if recovery is not None:
-            metrics.update({"fine/test/kmeans_per_coarse_acc": recovery, "fine/test/kmeans_per_coarse_nmi": 0.5,
-                            "fine/test/kmeans_global_acc": 0.7, "fine/probe_acc": 0.88, "fine/knn_acc": 0.86,
-                            "nc/train/fine/nc1": 1.5, "nc/test/fine/nc1": 2.5})
-        (run / "results.json").write_text(json.dumps({
-            "status": status if name == "vgg16_bn_coarse" else "completed", "error": None, "epochs_completed": 30,
-            "wall_time_s": 321.4, "metrics": metrics,
-            "config": {"backbone": backbone, "hierarchy": hierarchy, "lr": 0.1, "weight_decay": 5e-4, "seed": 0}}))
-    (work / "manifest.json").write_text(json.dumps({"date": "2026-12-01", "epochs": 30, "batch_size": 512, "wall_s": 512}))
-    (work / "gpu.txt").write_text("name, memory.total [MiB], driver_version\nNVIDIA H200, 143771 MiB, 580.159.03\n"
-                                  "torch 2.11.0 timm 1.0.31 lightning 2.6.6\n")
+            metrics.update(
+                {
+                    "fine/test/kmeans_per_coarse_acc": recovery,
+                    "fine/test/kmeans_per_coarse_nmi": 0.5,
+                    "fine/test/kmeans_global_acc": 0.7,
+                    "fine/probe_acc": 0.88,
+                    "fine/knn_acc": 0.86,
+                    "nc/train/fine/nc1": 1.5,
+                    "nc/test/fine/nc1": 2.5,
+                }
+            )
+        (run / "results.json").write_text(
+            json.dumps(
+                {
+                    "status": status if name == "vgg16_bn_coarse" else "completed",
+                    "error": None,
+                    "epochs_completed": 30,
+                    "wall_time_s": 321.4,
+                    "metrics": metrics,
+                    "config": {
+                        "backbone": backbone,
+                        "hierarchy": hierarchy,
+                        "lr": 0.1,
+                        "weight_decay": 5e-4,
+                        "seed": 0,
+                    },
+                }
+            )
+        )
+    (work / "manifest.json").write_text(
+        json.dumps({"date": "2026-12-01", "epochs": 30, "batch_size": 512, "wall_s": 512})
+    )
+    (work / "gpu.txt").write_text(
+        "name, memory.total [MiB], driver_version\nNVIDIA H200, 143771 MiB, 580.159.03\n"
+        "torch 2.11.0 timm 1.0.31 lightning 2.6.6\n"
+    )
     tarball = tmp_path / "out" / "reproduction.tar.gz"
     tarball.parent.mkdir()
     with tarfile.open(tarball, "w:gz") as archive:
@@ -51,8 +77,10 @@ def test_tarball_to_results_tables_and_figures(tmp_path):
     results = docs / "RESULTS.md"
     results.write_text(f"# Results\n\nbefore\n{MARKERS[0]}\nnot run yet\n{MARKERS[1]}\nafter\n")
 
-    proc = run_cli(["--reproduction", str(tarball), "--results", str(results), "--figures", str(docs / "figures")],
-                   module="ncfine.collect")
+    proc = run_cli(
+        ["--reproduction", str(tarball), "--results", str(results), "--figures", str(docs / "figures")],
+        module="ncfine.collect",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 reproduction runs (3 completed, 1 failed)" in proc.stdout
     text = results.read_text()
@@ -62,8 +90,12 @@ def test_tarball_to_results_tables_and_figures(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     # Coarse runs first in the paper's order, the fine-label baseline last; a failed run says so.
     labels = [row.split(" | ")[0] for row in rows if "labels" in row.split(" | ")[0]]
-    assert labels[:4] == ["| resnet18, 5 coarse labels", "| densenet121, 5 coarse labels",
-                          "| vgg16_bn, 5 coarse labels [failed: ]", "| resnet18, 10 fine labels (baseline)"]
+    assert labels[:4] == [
+        "| resnet18, 5 coarse labels",
+        "| densenet121, 5 coarse labels",
+        "| vgg16_bn, 5 coarse labels [failed: ]",
+        "| resnet18, 10 fine labels (baseline)",
+    ]
     resnet = next(row for row in rows if row.startswith("| resnet18, 5 coarse") and "0.8512" in row)
     assert "0.8512 / 0.5000 / -" in resnet and "0.8800" in resnet and "| 30 | 321 |" in resnet
     assert "Fine-label baseline (ResNet-18 trained on the 10 fine labels, test accuracy): 0.9000" in text

@@ -56,8 +56,14 @@ class Sweep:
         self.out, self.err = self.root / "sweep.out", self.root / "sweep.err"
         env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "ncfine.train", "-m", *args], cwd=self.root, env=env,
-                                         stdout=out, stderr=err, text=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ncfine.train", "-m", *args],
+                cwd=self.root,
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
 
     def running(self):
         return self.proc.poll() is None
@@ -77,8 +83,9 @@ class Sweep:
             if predicate():
                 return
             if not self.running():
-                raise AssertionError(f"sweep ended (rc {self.proc.returncode}) before {what}: "
-                                     f"{self.err.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"sweep ended (rc {self.proc.returncode}) before {what}: {self.err.read_text()[-3000:]}"
+                )
             time.sleep(0.3)
         self.proc.kill()
         raise AssertionError(f"timed out waiting for {what}")
@@ -104,8 +111,13 @@ def start_sweep(log_dir):
 
 def squeue(name):
     """[(job id, state)] of the sweep's jobs (job name ncfine_<sweep_name>), array tasks one per line."""
-    out = subprocess.run(["squeue", "--noheader", "--array", "--states=all", f"--name=ncfine_{name}", "--format=%i|%T"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", "--array", "--states=all", f"--name=ncfine_{name}", "--format=%i|%T"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return [tuple(line.split("|")) for line in out.split()]
 
 
@@ -163,8 +175,11 @@ def summary_line(text):
 
 def log_span(run_dir):
     """(first, last) timestamp of the run's train.log (Hydra's `[YYYY-mm-dd HH:MM:SS,mmm]` prefix)."""
-    stamps = [datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
-              for line in (run_dir / "train.log").read_text().splitlines() if line.startswith("[20")]
+    stamps = [
+        datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+        for line in (run_dir / "train.log").read_text().splitlines()
+        if line.startswith("[20")
+    ]
     return stamps[0], stamps[-1]
 
 
@@ -214,7 +229,10 @@ def test_array_sweep_respects_array_parallelism_and_collects(log_dir, start_swee
     for path in outputs:
         text = path.read_text()
         assert "\r" not in text  # no tqdm frames in a SLURM .out
-        assert [line.split("  ")[0] for line in text.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+        assert [line.split("  ")[0] for line in text.splitlines() if line.startswith("epoch ")] == [
+            "epoch 1/2",
+            "epoch 2/2",
+        ]
         assert text.count("Job completed successfully") == 1, text  # submitit's lines once, not also via Hydra
 
 
@@ -247,8 +265,15 @@ def test_time_limit_checkpoints_requeues_and_completes(log_dir, start_sweep):
     # take longer), and gives the requeued job its 10 minutes back so the rest runs in one attempt.
     name = unique("timelimit")
     epochs = 150
-    sweep = start_sweep(name, [*CHEAP, f"trainer.max_epochs={epochs}", "seed=0",
-                               *slurm(name, timeout_min=10, signal_delay_s=45, max_num_timeout=3)])
+    sweep = start_sweep(
+        name,
+        [
+            *CHEAP,
+            f"trainer.max_epochs={epochs}",
+            "seed=0",
+            *slurm(name, timeout_min=10, signal_delay_s=45, max_num_timeout=3),
+        ],
+    )
     sweep_path = sweep_dir(log_dir, name)
     sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 3, "epoch 3 of the job")
     [job] = running_jobs(name)
@@ -278,8 +303,12 @@ def test_time_limit_past_max_num_timeout_ends_the_run_failed_and_a_rerun_resumes
     # training is under way, as in the test above, so SIGUSR2 comes while the job trains.
     name = unique("outoftime")
     epochs = 150
-    args = [*CHEAP, f"trainer.max_epochs={epochs}", "seed=0",
-            *slurm(name, timeout_min=10, signal_delay_s=45, max_num_timeout=0)]
+    args = [
+        *CHEAP,
+        f"trainer.max_epochs={epochs}",
+        "seed=0",
+        *slurm(name, timeout_min=10, signal_delay_s=45, max_num_timeout=0),
+    ]
     sweep = start_sweep(name, args)
     sweep_path = sweep_dir(log_dir, name)
     sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 3, "epoch 3 of the job")
@@ -291,8 +320,10 @@ def test_time_limit_past_max_num_timeout_ends_the_run_failed_and_a_rerun_resumes
 
     [run_dir] = run_dirs(sweep_path)
     results = results_of(run_dir)
-    error = ("hit the SLURM time limit 1 time (max_num_timeout=0); "
-             "re-run the same command to resume from checkpoints/last.ckpt")
+    error = (
+        "hit the SLURM time limit 1 time (max_num_timeout=0); "
+        "re-run the same command to resume from checkpoints/last.ckpt"
+    )
     assert (results["status"], results["error"]) == ("failed", error)  # not `running`: nothing will requeue it
     stopped_at = results["epochs_completed"]
     assert 3 <= stopped_at < epochs and "val/acc" in results["metrics"]
@@ -325,7 +356,9 @@ def test_killed_job_is_named_in_the_summary_and_the_others_finish(log_dir, start
     assert "Traceback" not in out + err and "UncompletedJobError" not in out + err
     line = summary_line(err)
     killed = run_dir_where(sweep_path, seed=1)
-    assert line.startswith(f"ncfine: sweep {name}: 1 of 3 jobs failed (2 completed, 1 failed): {killed.name} (failed)"), line
+    assert line.startswith(
+        f"ncfine: sweep {name}: 1 of 3 jobs failed (2 completed, 1 failed): {killed.name} (failed)"
+    ), line
     assert f"job {task} ended without a result" in line
 
     for run_dir in run_dirs(sweep_path):
@@ -341,7 +374,9 @@ def test_killed_job_is_named_in_the_summary_and_the_others_finish(log_dir, start
 
 def test_failing_job_does_not_stop_the_others(log_dir, start_sweep):
     name = unique("failing")
-    sweep = start_sweep(name, [*CHEAP, "trainer.max_epochs=2", "seed=0", "optimizer.lr=0.05,-1", *slurm(name, array_parallelism=2)])
+    sweep = start_sweep(
+        name, [*CHEAP, "trainer.max_epochs=2", "seed=0", "optimizer.lr=0.05,-1", *slurm(name, array_parallelism=2)]
+    )
     rc, out, err = sweep.result()
     assert rc == 1, err[-3000:]
     line = summary_line(err)
@@ -354,11 +389,18 @@ def test_failing_job_does_not_stop_the_others(log_dir, start_sweep):
 def test_ddp_inside_one_slurm_job_equals_one_process(log_dir, start_sweep, tmp_path):
     # lr ~ 0 and no batch norm: both runs analyse (nearly) the initial weights, so the 2-rank
     # analysis (features gathered over ranks) must equal the 1-process one, as in test_ddp.py.
-    same = [*CHEAP, "trainer.max_epochs=1", "trainer.limit_train_batches=4", "optimizer.lr=1e-12",
-            "+model.backbone_kwargs.batch_norm=false", "seed=0"]
+    same = [
+        *CHEAP,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "optimizer.lr=1e-12",
+        "+model.backbone_kwargs.batch_norm=false",
+        "seed=0",
+    ]
     name = unique("ddp")
-    sweep = start_sweep(name, [*same, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                   *slurm(name, tasks_per_node=2)])
+    sweep = start_sweep(
+        name, [*same, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *slurm(name, tasks_per_node=2)]
+    )
     single = run_cli([*same, "callbacks.progress_bar.refresh_rate=0", f"hydra.run.dir={tmp_path / 'single'}"])
     assert single.returncode == 0, single.stderr[-3000:]
     rc, out, err = sweep.result()

@@ -43,8 +43,9 @@ def test_without_accounting_states_come_from_squeue_and_sacct_is_reported_once(t
         watcher.update()
         watcher.update()
     warnings = [r.getMessage() for r in caplog.records if "sacct" in r.getMessage()]
-    assert warnings == ["sacct gives no job states (Slurm accounting storage is disabled); "
-                        "using squeue for the rest of this sweep"]
+    assert warnings == [
+        "sacct gives no job states (Slurm accounting storage is disabled); using squeue for the rest of this sweep"
+    ]
     assert watcher.get_state("7_0", mode="cache") == "COMPLETED"
     assert watcher.get_state("7_1", mode="cache") == "RUNNING"
     assert watcher.get_state("7_2", mode="cache") == "PENDING"  # not finished, though submitit does not know it
@@ -55,8 +56,9 @@ def test_without_accounting_states_come_from_squeue_and_sacct_is_reported_once(t
 
 
 def test_parse_squeue_keeps_the_raw_state():
-    assert parse_squeue("3_1|OUT_OF_MEMORY|n1\n\n") == {"3_1": {"State": "OUT_OF_MEMORY", "RawState": "OUT_OF_MEMORY",
-                                                                 "NodeList": "n1"}}
+    assert parse_squeue("3_1|OUT_OF_MEMORY|n1\n\n") == {
+        "3_1": {"State": "OUT_OF_MEMORY", "RawState": "OUT_OF_MEMORY", "NodeList": "n1"}
+    }
     assert parse_squeue("4|REQUEUE_HOLD|")["4"]["State"] == "PENDING"
 
 
@@ -75,11 +77,17 @@ def test_every_job_is_waited_for_and_dead_ones_are_recorded(tmp_path):
     (sweep / MANIFEST_DIR).mkdir(parents=True)
     run_dir = sweep / "seed=1"
     run_dir.mkdir()
-    (sweep / MANIFEST_DIR / "1.json").write_text(json.dumps({"num": 1, "run_dir": str(run_dir), "overrides": ["seed=1"]}))
+    (sweep / MANIFEST_DIR / "1.json").write_text(
+        json.dumps({"num": 1, "run_dir": str(run_dir), "overrides": ["seed=1"]})
+    )
     (run_dir / "results.json").write_text(json.dumps({"status": "running", "error": None}))
     ok = object()
-    jobs = [FakeJob("7_0", ok), FakeJob("7_1", UncompletedJobError("no result")), FakeJob("7_2", ok),
-            FakeJob("7_3", FailedJobError("trace\nRuntimeError: boom\n----\nYou can check full logs"))]
+    jobs = [
+        FakeJob("7_0", ok),
+        FakeJob("7_1", UncompletedJobError("no result")),
+        FakeJob("7_2", ok),
+        FakeJob("7_3", FailedJobError("trace\nRuntimeError: boom\n----\nYou can check full logs")),
+    ]
     returns = collect_outcomes(jobs, [["seed=0"], ["seed=1"], ["seed=2"], ["seed=3"]], 0, sweep)
 
     assert returns[0] is ok and returns[2] is ok  # the job after the dead one was still collected
@@ -97,8 +105,13 @@ def _run_dir(path, status, checkpoint=True):
     if checkpoint:
         (path / "checkpoints").mkdir()
         (path / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
-    results = {"status": status, "error": "interrupted; re-run the same command to resume",
-               "epochs_completed": 4, "metrics": {"val/acc": 0.75}, "run_dir": str(path)}
+    results = {
+        "status": status,
+        "error": "interrupted; re-run the same command to resume",
+        "epochs_completed": 4,
+        "metrics": {"val/acc": 0.75},
+        "run_dir": str(path),
+    }
     (path / "results.json").write_text(json.dumps(results))
     return path
 
@@ -134,9 +147,11 @@ def test_only_a_running_results_json_is_ended(tmp_path):
 def test_not_requeued_errors_name_the_cause():
     exhausted = UncompletedJobError("Job not requeued because: timed-out too many times.")
     assert not_requeued_error(exhausted, "/nowhere", max_num_timeout=0, executor="slurm") == (
-        "hit the SLURM time limit 1 time (max_num_timeout=0); re-run the same command to start it again")
+        "hit the SLURM time limit 1 time (max_num_timeout=0); re-run the same command to start it again"
+    )
     assert not_requeued_error(exhausted, "/nowhere", max_num_timeout=3, executor="local").startswith(
-        "hit the time limit 4 times (max_num_timeout=3); ")
+        "hit the time limit 4 times (max_num_timeout=3); "
+    )
     other = UncompletedJobError("Job not requeued because: checkpoint function returned None.")
     assert not_requeued_error(other, "/nowhere").startswith("not requeued: checkpoint function returned None; ")
 
@@ -164,10 +179,12 @@ class _InterruptedRunFiles:
         self.handler(signal.SIGUSR2, None)
 
 
-@pytest.mark.parametrize("max_num_timeout, timeouts_before", [(0, 0), (1, 1), (1, 0)],
-                         ids=["0-exhausted", "1-exhausted", "1-requeued"])
-def test_submitits_last_time_limit_ends_the_run_failed_and_an_earlier_one_requeues(tmp_path, monkeypatch,
-                                                                                   max_num_timeout, timeouts_before):
+@pytest.mark.parametrize(
+    "max_num_timeout, timeouts_before", [(0, 0), (1, 1), (1, 0)], ids=["0-exhausted", "1-exhausted", "1-requeued"]
+)
+def test_submitits_last_time_limit_ends_the_run_failed_and_an_earlier_one_requeues(
+    tmp_path, monkeypatch, max_num_timeout, timeouts_before
+):
     # submitit's real signal handler, as the deferred one the pipeline hands over to after fit
     # stopped and last.ckpt was saved; the job's launcher config says max_num_timeout.
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
@@ -190,7 +207,8 @@ def test_submitits_last_time_limit_ends_the_run_failed_and_an_earlier_one_requeu
     if exhausted:
         times = max_num_timeout + 1
         assert requeued == [] and results["status"] == "failed"
-        assert results["error"] == (f"hit the SLURM time limit {times} time{'s' * (times > 1)} "
-                                    f"(max_num_timeout={max_num_timeout}); {RESUME}")
+        assert results["error"] == (
+            f"hit the SLURM time limit {times} time{'s' * (times > 1)} (max_num_timeout={max_num_timeout}); {RESUME}"
+        )
     else:  # requeued with one timeout fewer left; the requeued job resumes, so `running` is true
         assert requeued == [max_num_timeout - timeouts_before - 1] and results["status"] == "running"

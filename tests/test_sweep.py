@@ -54,13 +54,18 @@ def test_command_line_value_replaces_a_swept_key(log_dir):
 def test_unexpected_error_in_a_sweep_job_keeps_its_traceback_in_the_job_log(log_dir):
     # Not an NcfineError: Lightning's own ValueError at fit time. The job is recorded as failed
     # with one line, and the traceback must still reach the job's log for debugging.
-    proc = run_cli(["-m", "data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=1",
-                    "+trainer.val_check_interval=1000"])
+    proc = run_cli(
+        ["-m", "data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=1", "+trainer.val_check_interval=1000"]
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 1 jobs failed" in summary_line(proc.stderr)
     [run_dir] = [p.parent for p in log_dir.rglob("results.json")]
     results = results_of(run_dir)
-    assert results["status"] == "failed" and results["error"].startswith("ValueError:") and "val_check_interval" in results["error"]
+    assert (
+        results["status"] == "failed"
+        and results["error"].startswith("ValueError:")
+        and "val_check_interval" in results["error"]
+    )
     job_log = (run_dir / "train.log").read_text()
     assert "Traceback (most recent call last)" in job_log and "val_check_interval" in job_log
 
@@ -68,8 +73,19 @@ def test_unexpected_error_in_a_sweep_job_keeps_its_traceback_in_the_job_log(log_
 def test_synthetic_sweep_goes_on_past_a_failed_job_and_collects_one_table(log_dir):
     # The fast tier's multirun + collect path: 2 lr x 2 wd on the synthetic mixture with an MLP,
     # one epoch each; lr=-1 fails validation in 2 jobs and the sweep still runs the other 2.
-    proc = run_cli(["-m", *FAST, "data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=1",
-                    "sweep_name=tiny", "optimizer.lr=0.05,-1", "optimizer.weight_decay=0,5e-4"])
+    proc = run_cli(
+        [
+            "-m",
+            *FAST,
+            "data=synthetic",
+            "model=mlp",
+            "logger=none",
+            "trainer.max_epochs=1",
+            "sweep_name=tiny",
+            "optimizer.lr=0.05,-1",
+            "optimizer.weight_decay=0,5e-4",
+        ]
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "ncfine: sweep tiny: 2 of 4 jobs failed (2 completed, 2 failed)" in summary_line(proc.stderr)
     sweep = log_dir / "train" / "multirun" / "tiny"
@@ -132,7 +148,9 @@ def test_smoke_grid_failed_jobs_do_not_stop_the_sweep(log_dir):
     with open(sweep / "summary.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 8
     assert sorted(p.name for p in sweep.glob("heatmap_*.png")) == [
-        f"heatmap_{m}_{b}.png" for m in ("fine_test_kmeans_per_coarse_acc", "nc_train_nc1") for b in ("resnet10t", "vgg11")
+        f"heatmap_{m}_{b}.png"
+        for m in ("fine_test_kmeans_per_coarse_acc", "nc_train_nc1")
+        for b in ("resnet10t", "vgg11")
     ]
     grid = heatmap_grid(summarize(list(runs.values())), "nc/train/nc1", "vgg11")
     assert grid["lrs"] == [0.05, -1.0] and grid["labels"][1] == ["failed", "failed"]
@@ -142,8 +160,13 @@ def test_smoke_grid_failed_jobs_do_not_stop_the_sweep(log_dir):
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_jobs_in_processes_and_reruns_skip_finished(log_dir):
     # The launcher pickles the task function and config into each job's process, as on SLURM.
-    args = [*SMOKE, "hydra/launcher=local", "model.backbone=resnet10t", "optimizer.weight_decay=5e-4",
-            "optimizer.lr=0.05,-1"]
+    args = [
+        *SMOKE,
+        "hydra/launcher=local",
+        "model.backbone=resnet10t",
+        "optimizer.weight_decay=5e-4",
+        "optimizer.lr=0.05,-1",
+    ]
     proc = run_cli(args)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 2 jobs failed (1 completed, 1 failed)" in summary_line(proc.stderr)
@@ -173,8 +196,10 @@ def _wait_for(predicate, proc, timeout=180):
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"run ended (rc {proc.returncode}) before the expected state: "
-                                 f"{proc.stderr.read()[-3000:] if proc.stderr else ''}")
+            raise AssertionError(
+                f"run ended (rc {proc.returncode}) before the expected state: "
+                f"{proc.stderr.read()[-3000:] if proc.stderr else ''}"
+            )
         time.sleep(0.05)
     proc.kill()
     raise AssertionError("timed out")
@@ -197,8 +222,9 @@ def test_interrupted_run_resumes_without_duplicate_epochs(log_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
 
     def start():
-        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
 
     # 1. SIGTERM (a preemption) after the first epoch: checkpoint written, status stays running.
     proc = start()
@@ -234,11 +260,25 @@ def test_submitit_preemption_signal_checkpoints_then_requeues_and_the_job_finish
     # submitit's handler until last.ckpt holds the partial epoch; submitit then requeues the job.
     sweep = tmp_path / "sweep"
     max_epochs = 10
-    args = ["-m", *FAST, "data=synthetic", "model=mlp", f"trainer.max_epochs={max_epochs}", "seed=0",
-            "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        *FAST,
+        "data=synthetic",
+        "model=mlp",
+        f"trainer.max_epochs={max_epochs}",
+        "seed=0",
+        "hydra/launcher=local",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen([sys.executable, "-m", "ncfine.train", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ncfine.train", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     job_dir = lambda: next((p.parent for p in sweep.glob("*/results.json")), None)  # noqa: E731
     _wait_for(lambda: job_dir() is not None and _epochs_done(job_dir()) >= 1, proc)
     # submitit's local job id is the pid of its job controller (the folder named %j is submitit's
@@ -258,8 +298,15 @@ def test_submitit_preemption_signal_checkpoints_then_requeues_and_the_job_finish
     assert epochs_in(run_dir) == list(range(max_epochs))
 
 
-SLURM_ENV = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "ncfine_grid", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-             "SLURM_NODEID": "0", "SLURM_JOB_ID": "42", "SLURM_NODELIST": "node1"}
+SLURM_ENV = {
+    "SLURM_NTASKS": "1",
+    "SLURM_JOB_NAME": "ncfine_grid",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_JOB_ID": "42",
+    "SLURM_NODELIST": "node1",
+}
 
 
 def test_under_submitit_on_slurm_only_submitit_requeues(monkeypatch, tmp_path):
@@ -275,8 +322,14 @@ def test_under_submitit_on_slurm_only_submitit_requeues(monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
 
     def cluster_environment():
-        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                             default_root_dir=tmp_path, **requeue_plugins(cfg))
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            default_root_dir=tmp_path,
+            **requeue_plugins(cfg),
+        )
         return trainer._accelerator_connector.cluster_environment
 
     plain = cluster_environment()  # own sbatch script: Lightning's auto-requeue stays on
@@ -302,4 +355,7 @@ def test_sweep_status_counts_jobs_that_died_without_results_as_missing(tmp_path)
     line = summary_line("grid", jobs, ("failed", "missing", "running"))
     assert line.startswith("ncfine: sweep grid: 2 of 4 jobs failed (1 completed, 1 diverged, 1 failed, 1 missing): ")
     assert "job2 (failed), job3 (missing)" in line and "failed! line 2" in line and "\n" not in line
-    assert summary_line("grid", jobs[:2], ("failed",)) == "ncfine: sweep grid: 2 of 2 jobs finished (1 completed, 1 diverged)"
+    assert (
+        summary_line("grid", jobs[:2], ("failed",))
+        == "ncfine: sweep grid: 2 of 2 jobs finished (1 completed, 1 diverged)"
+    )

@@ -37,8 +37,9 @@ def other_sweep():
 
 def _owned_by(sweep_dir, pid, command="ncfine-train -m experiment=smoke_grid"):
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / OWNER_LOCK).write_text(json.dumps(
-        {"pid": pid, "host": socket.gethostname(), "started": "2026-11-30 16:00:00", "command": command}))
+    (sweep_dir / OWNER_LOCK).write_text(
+        json.dumps({"pid": pid, "host": socket.gethostname(), "started": "2026-11-30 16:00:00", "command": command})
+    )
 
 
 def test_second_sweep_into_a_running_sweeps_dir_is_refused_and_its_record_kept(tmp_path, other_sweep, capsys):
@@ -83,7 +84,9 @@ def test_dead_jobs_are_named_missing_or_failed(tmp_path):
     for num, status in ((0, "completed"), (1, "running"), (2, None)):
         run_dir = sweep / f"seed={num}"
         run_dir.mkdir()
-        (manifest / f"{num}.json").write_text(json.dumps({"num": num, "run_dir": str(run_dir), "overrides": [f"seed={num}"]}))
+        (manifest / f"{num}.json").write_text(
+            json.dumps({"num": num, "run_dir": str(run_dir), "overrides": [f"seed={num}"]})
+        )
         if status:
             (run_dir / "results.json").write_text(json.dumps({"status": status, "error": None}))
     record_dead_job(sweep, 1, ["seed=1"], "job 7_1 ended without a result (state FAILED)")  # SIGKILL mid-training
@@ -94,8 +97,10 @@ def test_dead_jobs_are_named_missing_or_failed(tmp_path):
     assert [(j["num"], j["status"]) for j in jobs] == [(0, "completed"), (1, "failed"), (2, "missing"), (3, "missing")]
     assert jobs[1]["error"] == "job 7_1 ended without a result (state FAILED)"
     line = summary_line("grid", jobs, ("failed", "missing", "running"))
-    assert line.startswith("ncfine: sweep grid: 3 of 4 jobs failed (1 completed, 1 failed, 2 missing): "
-                           "seed=1 (failed), seed=2 (missing), job #3 (seed=3) (missing); errors: ")
+    assert line.startswith(
+        "ncfine: sweep grid: 3 of 4 jobs failed (1 completed, 1 failed, 2 missing): "
+        "seed=1 (failed), seed=2 (missing), job #3 (seed=3) (missing); errors: "
+    )
     assert "state CANCELLED" in line
 
 

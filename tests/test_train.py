@@ -31,8 +31,18 @@ def test_cli_default_run_writes_run_files(log_dir):
     for key in ("torch", "pytorch-lightning", "timm"):
         assert key in results["versions"]
     metrics = results["metrics"]
-    for key in ("train/loss", "train/acc", "val/acc", "nc/train/nc1", "nc/test/nc4", "nc/train/fine/nc1",
-                "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_nmi", "fine/probe_acc", "fine/knn_acc"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/acc",
+        "nc/train/nc1",
+        "nc/test/nc4",
+        "nc/train/fine/nc1",
+        "fine/test/kmeans_per_coarse_acc",
+        "fine/test/kmeans_global_nmi",
+        "fine/probe_acc",
+        "fine/knn_acc",
+    ):
         assert key in metrics, key
         assert metrics[key] == metrics[key]  # not NaN
     rows = read_rows(run_dir)

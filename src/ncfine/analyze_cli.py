@@ -39,9 +39,11 @@ def _main(cfg: DictConfig) -> float | None:
 
         cfg_summary, analysis = results.get("config", {}), results.get("analysis", {})
         lines = format_summary(results).splitlines()
-        lines[0] = (f"ncfine-analyze: {results['status']} in {results.get('wall_time_s') or 0:.1f} s  "
-                    f"({cfg_summary.get('backbone')} on {cfg_summary.get('data')}; {analysis.get('source')}; "
-                    f"layers: {', '.join(analysis.get('layers') or [])})")
+        lines[0] = (
+            f"ncfine-analyze: {results['status']} in {results.get('wall_time_s') or 0:.1f} s  "
+            f"({cfg_summary.get('backbone')} on {cfg_summary.get('data')}; {analysis.get('source')}; "
+            f"layers: {', '.join(analysis.get('layers') or [])})"
+        )
         print("\n".join(lines))
         print(f"report: {results['run_dir']}/report.md")
     return results.get("metrics", {}).get("val/acc")

@@ -1,12 +1,12 @@
 """In-process use without the CLI (notebooks, tests, other frameworks).
 
-    from ncfine.api import compose, train
-    cfg = compose(["trainer.max_epochs=2"], run_dir="runs/quick")
-    results = train(cfg)          # the same results.json payload the CLI writes
+from ncfine.api import compose, train
+cfg = compose(["trainer.max_epochs=2"], run_dir="runs/quick")
+results = train(cfg)          # the same results.json payload the CLI writes
 
-    from ncfine.api import analyze, compose_analyze, analyze_run
-    metrics = analyze(model, datamodule, layers=["layer3", "penultimate"])       # any nn.Module
-    results = analyze_run(compose_analyze(["run=runs/quick"], run_dir="runs/quick_analysis"), ["run=runs/quick"])
+from ncfine.api import analyze, compose_analyze, analyze_run
+metrics = analyze(model, datamodule, layers=["layer3", "penultimate"])       # any nn.Module
+results = analyze_run(compose_analyze(["run=runs/quick"], run_dir="runs/quick_analysis"), ["run=runs/quick"])
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from omegaconf import DictConfig, open_dict
 from ncfine.config import CONFIG_DIR, register_resolvers
 
 
-def compose(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/notebook",
-            config_name: str = "train") -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/notebook", config_name: str = "train"
+) -> DictConfig:
     """The config `ncfine-train <overrides>` would run, writing into `run_dir` instead of Hydra's dir."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="ncfine"):

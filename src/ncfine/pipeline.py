@@ -175,8 +175,9 @@ class ResultsRecorder:
             payload["resumed_from"] = self.resumed_from
         atomic_write_json(self.run_dir / "results.json", payload)
 
-    def finish(self, status: str, run_files: RunFilesCallback | None, started: float, error: str | None = None,
-               **extra: Any) -> dict[str, Any]:
+    def finish(
+        self, status: str, run_files: RunFilesCallback | None, started: float, error: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         if not _is_rank_zero():
             return {}
         epochs = run_files.epochs_completed if run_files else 0
@@ -210,7 +211,8 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
         "optimizer": str(select("optimizer._target_")).rsplit(".", 1)[-1],
         "scheduler": str(select("scheduler._target_")).rsplit(".", 1)[-1],
         "data": _choice("data") or _source_name(select("data.source._target_")),
-        "hierarchy": OmegaConf.to_container(select("data.hierarchy")) if OmegaConf.is_config(select("data.hierarchy"))
+        "hierarchy": OmegaConf.to_container(select("data.hierarchy"))
+        if OmegaConf.is_config(select("data.hierarchy"))
         else select("data.hierarchy"),
         "batch_size": select("data.batch_size"),
         "max_epochs": select("trainer.max_epochs"),

@@ -41,12 +41,18 @@ RECOVERY_ACC = (
     ("fine/{split}/kmeans_per_coarse_acc", "k-means per superclass"),
     ("fine/{split}/kmeans_global_acc", "k-means global"),
 )
-RECOVERY_SCORES = (("fine/{split}/kmeans_per_coarse_nmi", "NMI per superclass"),
-                   ("fine/{split}/kmeans_global_nmi", "NMI global"),
-                   ("fine/{split}/kmeans_per_coarse_ari", "ARI per superclass"),
-                   ("fine/{split}/kmeans_global_ari", "ARI global"))
-REFERENCE = (("fine/probe_acc", "linear probe (fine)", "-."), ("fine/knn_acc", "k-NN (fine)", ":"),
-             ("val/acc", "coarse val acc", "-"), ("val/fine_acc_upper", "fine val acc (fine training)", "--"))
+RECOVERY_SCORES = (
+    ("fine/{split}/kmeans_per_coarse_nmi", "NMI per superclass"),
+    ("fine/{split}/kmeans_global_nmi", "NMI global"),
+    ("fine/{split}/kmeans_per_coarse_ari", "ARI per superclass"),
+    ("fine/{split}/kmeans_global_ari", "ARI global"),
+)
+REFERENCE = (
+    ("fine/probe_acc", "linear probe (fine)", "-."),
+    ("fine/knn_acc", "k-NN (fine)", ":"),
+    ("val/acc", "coarse val acc", "-"),
+    ("val/fine_acc_upper", "fine val acc (fine training)", "--"),
+)
 
 
 def _figure(nrows: int, ncols: int, width: float = 4.0, height: float = 3.2):
@@ -108,8 +114,10 @@ def plot_nc_curves(metrics: pd.DataFrame, path: str | Path | None = None, title:
     for ax, name in zip(axes[0], NC_METRICS):
         drawn = []
         for split, style in SPLIT_STYLES.items():
-            for key, label, line in ((f"nc/{split}/{name}", split, style),
-                                     (f"nc/{split}/fine/{name}", f"{split} (fine classes)", ":")):
+            for key, label, line in (
+                (f"nc/{split}/{name}", split, style),
+                (f"nc/{split}/fine/{name}", f"{split} (fine classes)", ":"),
+            ):
                 if name != "nc1" and "/fine/" in key:
                     continue  # the fine classes have no classifier, so only their NC1 is comparable
                 values = _series(metrics, key)
@@ -129,8 +137,11 @@ def plot_nc_curves(metrics: pd.DataFrame, path: str | Path | None = None, title:
 
 def plot_recovery_curves(metrics: pd.DataFrame, path: str | Path | None = None, title: str | None = None):
     """Fine-class recovery accuracy (and NMI/ARI) vs epoch. None if the run logged no recovery metrics."""
-    splits = [s for s in SPLIT_STYLES if any(_series(metrics, k.format(split=s)) is not None
-                                              for k, _ in RECOVERY_ACC + RECOVERY_SCORES)]
+    splits = [
+        s
+        for s in SPLIT_STYLES
+        if any(_series(metrics, k.format(split=s)) is not None for k, _ in RECOVERY_ACC + RECOVERY_SCORES)
+    ]
     references = [(k, lbl, st) for k, lbl, st in REFERENCE if _series(metrics, k) is not None]
     if not splits and not any(k.startswith("fine/") for k, _, _ in references):
         return None
@@ -147,8 +158,7 @@ def plot_recovery_curves(metrics: pd.DataFrame, path: str | Path | None = None, 
             if values is not None:
                 score_ax.plot(epoch, values, SPLIT_STYLES[split], marker=".", label=f"{label} ({split})")
     for key, label, style in references:
-        acc_ax.plot(epoch, _series(metrics, key), style, color="grey" if key.startswith("val/") else None,
-                    label=label)
+        acc_ax.plot(epoch, _series(metrics, key), style, color="grey" if key.startswith("val/") else None, label=label)
     acc_ax.set_title("fine-class recovery: accuracy")
     score_ax.set_title("fine-class recovery: NMI / ARI")
     for ax in (acc_ax, score_ax):
@@ -189,8 +199,9 @@ def _finite(value) -> bool:
         return False
 
 
-def plot_depth_curves(runs: Sequence[tuple[str, dict[str, float]]], path: str | Path | None = None,
-                      title: str | None = None):
+def plot_depth_curves(
+    runs: Sequence[tuple[str, dict[str, float]]], path: str | Path | None = None, title: str | None = None
+):
     """Each per-layer metric against depth, one line per run: [(label, metrics with layer/... keys)].
 
     Runs with the same layers share an axis labelled by layer name; runs with different layers
@@ -279,9 +290,17 @@ def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return coords, explained
 
 
-def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: str | Path | None = None,
-             title: str | None = None, max_per_coarse: int | None = 500, seed: int = 0,
-             coarse_names: Sequence[str] | None = None, fine_names: Sequence[str] | None = None):
+def plot_pca(
+    h: torch.Tensor,
+    coarse: torch.Tensor,
+    fine: torch.Tensor,
+    path: str | Path | None = None,
+    title: str | None = None,
+    max_per_coarse: int | None = 500,
+    seed: int = 0,
+    coarse_names: Sequence[str] | None = None,
+    fine_names: Sequence[str] | None = None,
+):
     """One panel per superclass: 2-D PCA of that superclass's features, coloured by fine class.
 
     If the features of a superclass still separate by fine class here, coarse training did not
@@ -290,15 +309,17 @@ def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: st
     class id, e.g. the run's LabelHierarchy) panels and legends name the classes, else show ids.
     """
     if h.ndim != 2 or coarse.shape[0] != h.shape[0] or fine.shape[0] != h.shape[0]:
-        raise ValueError(f"plot_pca needs h (N, D) with N coarse and N fine labels, got h {tuple(h.shape)}, "
-                         f"coarse {tuple(coarse.shape)}, fine {tuple(fine.shape)}")
+        raise ValueError(
+            f"plot_pca needs h (N, D) with N coarse and N fine labels, got h {tuple(h.shape)}, "
+            f"coarse {tuple(coarse.shape)}, fine {tuple(fine.shape)}"
+        )
     coarse, fine = coarse.detach().cpu().long(), fine.detach().cpu().long()
     classes = torch.unique(coarse).tolist()
     ncols = min(5, max(1, len(classes)))
     nrows = math.ceil(len(classes) / ncols)
     fig, axes = _figure(nrows, ncols, width=3.2, height=3.0)
     generator = torch.Generator().manual_seed(seed)
-    for ax in axes.flat[len(classes):]:
+    for ax in axes.flat[len(classes) :]:
         ax.set_visible(False)
     for ax, c in zip(axes.flat, classes):
         rows = torch.nonzero(coarse == c).squeeze(1)
@@ -308,8 +329,14 @@ def plot_pca(h: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, path: st
         labels = fine[rows]
         for i, f in enumerate(torch.unique(labels).tolist()):
             mask = labels == f
-            ax.scatter(coords[mask, 0].numpy(), coords[mask, 1].numpy(), s=6, alpha=0.7,
-                       color=f"C{i % 10}", label=_class_name(fine_names, f, "fine"))
+            ax.scatter(
+                coords[mask, 0].numpy(),
+                coords[mask, 1].numpy(),
+                s=6,
+                alpha=0.7,
+                color=f"C{i % 10}",
+                label=_class_name(fine_names, f, "fine"),
+            )
         ax.set_title(_class_name(coarse_names, c, "superclass"), fontsize="medium")
         ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="small")
         ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="small")
@@ -349,8 +376,15 @@ def render_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[P
     for features in sorted(run_dir.glob("features_*.pt")):
         split = features.stem.split("_", 1)[1]
         saved = torch.load(features, map_location="cpu", weights_only=True)
-        plot_pca(saved["h"], saved["coarse"], saved["fine"], out_dir / f"pca_{split}.png", title=f"{name}: {split}",
-                 coarse_names=saved.get("coarse_names"), fine_names=saved.get("fine_names"))
+        plot_pca(
+            saved["h"],
+            saved["coarse"],
+            saved["fine"],
+            out_dir / f"pca_{split}.png",
+            title=f"{name}: {split}",
+            coarse_names=saved.get("coarse_names"),
+            fine_names=saved.get("fine_names"),
+        )
         written.append(out_dir / f"pca_{split}.png")
     return written
 
@@ -358,11 +392,15 @@ def render_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[P
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ncfine-plot", description="Plot an ncfine run's curves into RUN_DIR/plots/.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dir(s) holding metrics.csv")
-    parser.add_argument("--out", default=None,
-                        help="output dir (default: RUN_DIR/plots; with several runs, OUT/<run dir name>)")
-    parser.add_argument("--compare", action="store_true",
-                        help="overlay the runs' depth curves (layer-wise metrics) in one OUT/depth_curves.png "
-                             "(default OUT: the current directory)")
+    parser.add_argument(
+        "--out", default=None, help="output dir (default: RUN_DIR/plots; with several runs, OUT/<run dir name>)"
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="overlay the runs' depth curves (layer-wise metrics) in one OUT/depth_curves.png "
+        "(default OUT: the current directory)",
+    )
     args = parser.parse_args(argv)
     if args.compare:
         compare_runs(args.run_dirs, args.out)
@@ -394,8 +432,11 @@ def compare_runs(run_dirs: Sequence[str], out: str | None = None) -> Path:
             sys.exit(2)
     missing = [d for d, (_, metrics) in zip(run_dirs, runs) if not layer_order(metrics)]
     if missing:
-        print(f"ncfine-plot: error: {missing[0]} has no layer-wise metrics (layer/<name>/... keys): analyse it with "
-              "ncfine-analyze or train with callbacks=layerwise", file=sys.stderr)
+        print(
+            f"ncfine-plot: error: {missing[0]} has no layer-wise metrics (layer/<name>/... keys): analyse it with "
+            "ncfine-analyze or train with callbacks=layerwise",
+            file=sys.stderr,
+        )
         sys.exit(2)
     path = Path(out or ".") / "depth_curves.png"
     plot_depth_curves(runs, path)

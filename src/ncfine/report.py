@@ -33,14 +33,19 @@ def format_summary(results: dict[str, Any]) -> str:
     ]
     if results.get("error"):
         lines.append(f"error: {results['error']}")
-    rows = [(label, metrics.get(train), metrics.get(test)) for label, train, test in ROWS
-            if metrics.get(train) is not None or metrics.get(test) is not None]
+    rows = [
+        (label, metrics.get(train), metrics.get(test))
+        for label, train, test in ROWS
+        if metrics.get(train) is not None or metrics.get(test) is not None
+    ]
     if rows:
         width = max(len(label) for label, _, _ in rows)
         lines.append(f"{'metric':<{width}}  {'train':>8}  {'test':>8}")
         lines.append("-" * (width + 20))
         lines.extend(f"{label:<{width}}  {_cell(train)}  {_cell(test)}" for label, train, test in rows)
-    lines.append(f"run dir: {results.get('run_dir')}  (all {len(metrics)} metrics: results.json, per epoch: metrics.csv)")
+    lines.append(
+        f"run dir: {results.get('run_dir')}  (all {len(metrics)} metrics: results.json, per epoch: metrics.csv)"
+    )
     return "\n".join(lines)
 
 

@@ -90,8 +90,7 @@ class QueueWatcher(SlurmInfoWatcher):
 
     def _squeue_states(self) -> dict[str, dict[str, str]]:
         # The user's jobs rather than `-j ID`: squeue fails outright when one ID is no longer known.
-        command = ["squeue", "--noheader", "--array", "--states=all", "--user", getpass.getuser(),
-                   "--format=%i|%T|%N"]
+        command = ["squeue", "--noheader", "--array", "--states=all", "--user", getpass.getuser(), "--format=%i|%T|%N"]
         try:
             out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
         except (OSError, subprocess.SubprocessError) as exc:
@@ -136,8 +135,9 @@ def watch_with_queue(jobs: Sequence[SlurmJob], watcher: QueueWatcher | None = No
     return list(jobs)
 
 
-def collect_outcomes(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
-                     sweep_dir: Path) -> list[JobReturn]:
+def collect_outcomes(
+    jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_dir: Path
+) -> list[JobReturn]:
     """Wait for every job; a job that ended without a result is recorded, not raised.
 
     Its JobReturn is COMPLETED with no value: Hydra's sweeper re-raises a FAILED one's exception
@@ -169,8 +169,9 @@ def dead_job_reason(job_id: str, state: str) -> str:
     return f"job {job_id} ended without a result (state {state}): killed, out of memory or out of requeues"
 
 
-def not_requeued_error(exc: BaseException, run_dir: str | os.PathLike, max_num_timeout: int | None = None,
-                       executor: str | None = None) -> str:
+def not_requeued_error(
+    exc: BaseException, run_dir: str | os.PathLike, max_num_timeout: int | None = None, executor: str | None = None
+) -> str:
     """The `failed` error of an interrupted run that submitit will not requeue: its handler raised
     `exc` (`Job not requeued because: timed-out too many times.`) instead of requeueing.
 

@@ -88,8 +88,11 @@ class SweepStatusCallback(Callback):
             return
         atomic_write_json(
             Path(hydra_cfg.sweep.dir) / MANIFEST_DIR / f"{hydra_cfg.job.num}.json",
-            {"num": hydra_cfg.job.num, "run_dir": hydra_cfg.runtime.output_dir,
-             "overrides": list(hydra_cfg.overrides.task)},
+            {
+                "num": hydra_cfg.job.num,
+                "run_dir": hydra_cfg.runtime.output_dir,
+                "overrides": list(hydra_cfg.overrides.task),
+            },
         )
 
 
@@ -165,8 +168,12 @@ def claim_sweep_dir(sweep_dir: Path) -> None:
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     lock = sweep_dir / OWNER_LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(sys.argv)}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv),
+    }
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -1,8 +1,8 @@
 """`ncfine-train` / `python -m ncfine.train`: compose the config, run it, report.
 
-    ncfine-train                                   # the default: resnet10t on digits, coarse labels, CPU
-    ncfine-train data=cifar10 data.source.root=DIR model.backbone=resnet18 trainer=gpu
-    ncfine-train -m experiment=smoke_grid          # a sweep (Hydra multirun)
+ncfine-train                                   # the default: resnet10t on digits, coarse labels, CPU
+ncfine-train data=cifar10 data.source.root=DIR model.backbone=resnet18 trainer=gpu
+ncfine-train -m experiment=smoke_grid          # a sweep (Hydra multirun)
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ def _main(cfg: DictConfig) -> float | None:
     except SIGTERMException:
         # Lightning's SIGTERMException is a SystemExit with code None, i.e. exit status 0: a job
         # scheduler would take the preempted run for a finished one.
-        print(f"ncfine: interrupted; checkpoint saved, re-run the same command to resume "
-              f"({cfg.paths.output_dir})", file=sys.stderr)
+        print(
+            f"ncfine: interrupted; checkpoint saved, re-run the same command to resume ({cfg.paths.output_dir})",
+            file=sys.stderr,
+        )
         sys.exit(INTERRUPTED_EXIT_CODE)
     if cfg.get("print_summary", True) and results:
         print_summary(results)

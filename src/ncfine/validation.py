@@ -95,9 +95,13 @@ def _trainer(cfg: DictConfig) -> None:
             "use trainer.accelerator=cpu (or auto)"
         )
     if accelerator == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError("trainer.accelerator=mps but this machine has no Apple MPS device; use trainer.accelerator=cpu (or auto)")
+        raise ConfigError(
+            "trainer.accelerator=mps but this machine has no Apple MPS device; use trainer.accelerator=cpu (or auto)"
+        )
     if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
-        raise ConfigError("trainer.accelerator=tpu needs torch_xla, which is not installed; use trainer.accelerator=cpu (or auto)")
+        raise ConfigError(
+            "trainer.accelerator=tpu needs torch_xla, which is not installed; use trainer.accelerator=cpu (or auto)"
+        )
 
 
 @check
@@ -147,8 +151,11 @@ def _kmeans_backend(cfg: DictConfig) -> None:
 
 @check
 def _loggers(cfg: DictConfig) -> None:
-    needs = {"WandbLogger": ("wandb", "wandb", "logger=wandb"), "make_wandb_logger": ("wandb", "wandb", "logger=wandb"),
-             "TensorBoardLogger": ("tensorboard", "tensorboard", "logger=tensorboard")}
+    needs = {
+        "WandbLogger": ("wandb", "wandb", "logger=wandb"),
+        "make_wandb_logger": ("wandb", "wandb", "logger=wandb"),
+        "TensorBoardLogger": ("tensorboard", "tensorboard", "logger=tensorboard"),
+    }
     for logger in (_get(cfg, "logger") or {}).values():
         target = str(logger.get("_target_", "")) if isinstance(logger, DictConfig) else ""
         for cls, (module, extra, feature) in needs.items():

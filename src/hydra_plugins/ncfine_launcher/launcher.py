@@ -28,8 +28,14 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 
 
 class _CollectingLauncher(BaseSubmititLauncher):
-    def __call__(self, sweep_overrides: List[str], job_dir_key: str, job_num: int, job_id: str,
-                 singleton_state: Dict[type, Singleton]) -> JobReturn:
+    def __call__(
+        self,
+        sweep_overrides: List[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: Dict[type, Singleton],
+    ) -> JobReturn:
         # In the job's process (unpickled by submitit), before Hydra configures its logging.
         from ncfine.submitit_jobs import quiet_submitit_logging
 
@@ -49,9 +55,13 @@ class _CollectingLauncher(BaseSubmititLauncher):
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"], **init_params)
         baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
         init_keys = specific_init_keys | {"submitit_folder"}
-        executor.update_parameters(**{
-            k if k in baseparams else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k not in init_keys
-        })
+        executor.update_parameters(
+            **{
+                k if k in baseparams else f"{self._EXECUTOR}_{k}": v
+                for k, v in self.params.items()
+                if k not in init_keys
+            }
+        )
 
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {self.config.hydra.sweep.dir}")
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -17,5 +17,13 @@ from ncfine.analysis.probes import knn_probe, linear_probe
 from ncfine.analysis.recovery import cluster_accuracy, fine_recovery
 from ncfine.analysis.training_keys import feature_metrics
 
-__all__ = ["nc_metrics", "NCAccumulator", "fine_recovery", "cluster_accuracy", "linear_probe", "knn_probe",
-           "feature_metrics", "layerwise_metrics"]
+__all__ = [
+    "nc_metrics",
+    "NCAccumulator",
+    "fine_recovery",
+    "cluster_accuracy",
+    "linear_probe",
+    "knn_probe",
+    "feature_metrics",
+    "layerwise_metrics",
+]

@@ -72,7 +72,9 @@ PATHS = ("auto", "class", "feature")
 # Input checks
 # --------------------------------------------------------------------------------------------
 def _check_num_classes(num_classes) -> None:
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
 
 
@@ -85,7 +87,9 @@ def _chunk_rows(chunk_size: int | None, dim: int) -> int:
     if chunk_size is None:
         return max(_CHUNK_MIN_ROWS, min(_CHUNK_MAX_ROWS, _CHUNK_VALUES // dim))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (rows per chunk) or None for automatic, got {chunk_size!r}")
+        raise ValueError(
+            f"chunk_size must be a positive int (rows per chunk) or None for automatic, got {chunk_size!r}"
+        )
     return chunk_size
 
 
@@ -137,7 +141,9 @@ def _require_two_classes(num_present: int, present_ids: torch.Tensor) -> None:
 # --------------------------------------------------------------------------------------------
 # Shared linear algebra
 # --------------------------------------------------------------------------------------------
-def _inverse_of_kept(singular_values: torch.Tensor, max_rank: int, size: int, noise_scale: torch.Tensor) -> torch.Tensor:
+def _inverse_of_kept(
+    singular_values: torch.Tensor, max_rank: int, size: int, noise_scale: torch.Tensor
+) -> torch.Tensor:
     """1/s on the kept spectrum, 0 elsewhere (singular values descending, from svd).
 
     Kept: the top `max_rank` singular values that exceed `_RANK_RTOL * size * max(s_max, noise_scale)`.
@@ -188,7 +194,9 @@ def _relative_std(values: torch.Tensor) -> torch.Tensor:
 _CLOSE_PAIR = 1e-3
 
 
-def _pair_sq_distances(means_centred: torch.Tensor, gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+def _pair_sq_distances(
+    means_centred: torch.Tensor, gram: torch.Tensor, i: torch.Tensor, j: torch.Tensor
+) -> torch.Tensor:
     """||M_i - M_j||^2 for the pairs (i, j).
 
     The Gram form ||M_i||^2 + ||M_j||^2 - 2 <M_i, M_j> costs O(C^2) but carries an absolute error of
@@ -367,8 +375,13 @@ def nc_metrics(
 # --------------------------------------------------------------------------------------------
 def _empty_batch(features, labels) -> bool:
     """A (0, D) batch with (0,) labels: nothing to fold in (a rank or a filter left no rows)."""
-    return (isinstance(features, torch.Tensor) and features.ndim == 2 and features.shape[0] == 0
-            and isinstance(labels, torch.Tensor) and tuple(labels.shape) == (0,))
+    return (
+        isinstance(features, torch.Tensor)
+        and features.ndim == 2
+        and features.shape[0] == 0
+        and isinstance(labels, torch.Tensor)
+        and tuple(labels.shape) == (0,)
+    )
 
 
 class NCAccumulator:
@@ -465,7 +478,9 @@ class NCAccumulator:
             raise ValueError(f"{name}: features have D={features.shape[1]}, but this accumulator has dim={self.dim}")
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != features.shape[0]:
             shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"{name}: labels must have shape ({features.shape[0]},) to match the features, got {shape}")
+            raise ValueError(
+                f"{name}: labels must have shape ({features.shape[0]},) to match the features, got {shape}"
+            )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"{name}: labels must be integer class ids, got dtype {labels.dtype}")
         labels = labels.to(self.device, torch.int64)
@@ -483,17 +498,23 @@ class NCAccumulator:
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Pass 1: fold a batch (N_b, D) with labels (N_b,) into the running statistics."""
         if self._frozen is not None:
-            raise ValueError("update() after second_pass(): the second pass has frozen the class means; call reset() to start over")
+            raise ValueError(
+                "update() after second_pass(): the second pass has frozen the class means; call reset() to start over"
+            )
         if _empty_batch(features, labels):
             return
         features, labels, rows = self._batch(features, labels, "update")
         c, device = self.num_classes, self.device
         for start in range(0, features.shape[0], rows):
             h, y = self._chunk(features, labels, start, rows)
-            n_b = torch.zeros(c, dtype=_F64, device=device).index_add_(0, y, torch.ones(y.shape[0], dtype=_F64, device=device))
+            n_b = torch.zeros(c, dtype=_F64, device=device).index_add_(
+                0, y, torch.ones(y.shape[0], dtype=_F64, device=device)
+            )
             m_b = torch.zeros(c, self.dim, dtype=_F64, device=device).index_add_(0, y, h) / n_b.clamp_min(1.0)[:, None]
             h -= m_b[y]
-            self._merge(n_b, m_b, torch.zeros(c, dtype=_F64, device=device).index_add_(0, y, torch.linalg.vecdot(h, h)), h.T @ h)
+            self._merge(
+                n_b, m_b, torch.zeros(c, dtype=_F64, device=device).index_add_(0, y, torch.linalg.vecdot(h, h)), h.T @ h
+            )
         self._total_rows += features.shape[0]
 
     def _merge(self, n_b, m_b, within_sq_b, scatter_b) -> None:

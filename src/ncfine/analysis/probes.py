@@ -38,7 +38,7 @@ def _check_split(train_features, train_labels, test_features, test_labels, num_c
         # Only the ids that occur matter: renumber them 0..K-1 in order (accuracy and the k-NN
         # tie-break by smaller id are unchanged), so sparse ids like {3, 7, 10**9} cost K columns.
         ids, inverse = torch.unique(torch.cat([train_labels, test_labels]), return_inverse=True)
-        train_labels, test_labels = inverse[: train_labels.shape[0]], inverse[train_labels.shape[0]:]
+        train_labels, test_labels = inverse[: train_labels.shape[0]], inverse[train_labels.shape[0] :]
         num_classes = ids.numel()
     return train_features, train_labels, test_features, test_labels, num_classes
 
@@ -221,7 +221,9 @@ def _as_cuda_graph(warm_up: Callable[[], None], block: Callable[[], None]) -> Ca
     return graph.replay
 
 
-def _inverse_hessian_times(g: torch.Tensor, pairs: torch.Tensor, unused: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def _inverse_hessian_times(
+    g: torch.Tensor, pairs: torch.Tensor, unused: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
     """H g for the L-BFGS inverse Hessian H of the stored pairs, initial matrix gamma * I.
 
     Compact form: H = gamma I + [S  gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S^T; gamma Y^T],

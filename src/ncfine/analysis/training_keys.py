@@ -63,8 +63,17 @@ def recovery_keys(
     """`fine/<split>/kmeans_<mode>_{acc,nmi,ari}` for each of `modes` (see `fine_recovery`)."""
     metrics: dict[str, float] = {}
     for mode in modes:
-        result = fine_recovery(h, coarse, fine, mode=mode, normalize=normalize, backend=kmeans_backend,
-                               n_init=kmeans_n_init, max_iter=kmeans_max_iter, seed=seed)
+        result = fine_recovery(
+            h,
+            coarse,
+            fine,
+            mode=mode,
+            normalize=normalize,
+            backend=kmeans_backend,
+            n_init=kmeans_n_init,
+            max_iter=kmeans_max_iter,
+            seed=seed,
+        )
         for name in ("acc", "nmi", "ari"):
             metrics[f"fine/{split}/kmeans_{mode}_{name}"] = float(result[name])
     return metrics
@@ -87,8 +96,15 @@ def probe_keys(
     of test against train), each when asked for."""
     metrics: dict[str, float] = {}
     if probe:
-        result = linear_probe(train_h, train_fine, test_h, test_fine, weight_decay=probe_weight_decay,
-                              max_iter=probe_max_iter, num_classes=num_fine)
+        result = linear_probe(
+            train_h,
+            train_fine,
+            test_h,
+            test_fine,
+            weight_decay=probe_weight_decay,
+            max_iter=probe_max_iter,
+            num_classes=num_fine,
+        )
         metrics["fine/probe_acc"] = float(result["acc"])
     if knn:
         metrics["fine/knn_acc"] = float(knn_probe(train_h, train_fine, test_h, test_fine, k=knn_k)["acc"])
@@ -128,22 +144,54 @@ def feature_metrics(
     given, the probes when both `train` and `test` are given.
     """
     metrics: dict[str, float] = {}
-    for split in (nc_splits if nc_splits is not None else list(splits)):
+    for split in nc_splits if nc_splits is not None else list(splits):
         if split in splits:
             h, coarse, fine_labels = splits[split]
-            metrics.update(collapse_keys(split, h, coarse, fine_labels if fine else None, weight=weight, bias=bias,
-                                         num_coarse=num_coarse, num_fine=num_fine))
+            metrics.update(
+                collapse_keys(
+                    split,
+                    h,
+                    coarse,
+                    fine_labels if fine else None,
+                    weight=weight,
+                    bias=bias,
+                    num_coarse=num_coarse,
+                    num_fine=num_fine,
+                )
+            )
     if not fine:
         return metrics
     for split in recovery_splits:
         if split in splits:
             h, coarse, fine_labels = splits[split]
-            metrics.update(recovery_keys(split, h, coarse, fine_labels, modes=modes, normalize=normalize,
-                                         kmeans_backend=kmeans_backend, kmeans_n_init=kmeans_n_init,
-                                         kmeans_max_iter=kmeans_max_iter, seed=seed))
+            metrics.update(
+                recovery_keys(
+                    split,
+                    h,
+                    coarse,
+                    fine_labels,
+                    modes=modes,
+                    normalize=normalize,
+                    kmeans_backend=kmeans_backend,
+                    kmeans_n_init=kmeans_n_init,
+                    kmeans_max_iter=kmeans_max_iter,
+                    seed=seed,
+                )
+            )
     if (probe or knn) and "train" in splits and "test" in splits:
         (train_h, _, train_fine), (test_h, _, test_fine) = splits["train"], splits["test"]
-        metrics.update(probe_keys(train_h, train_fine, test_h, test_fine, probe=probe,
-                                  probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter, knn=knn,
-                                  knn_k=knn_k, num_fine=num_fine))
+        metrics.update(
+            probe_keys(
+                train_h,
+                train_fine,
+                test_h,
+                test_fine,
+                probe=probe,
+                probe_weight_decay=probe_weight_decay,
+                probe_max_iter=probe_max_iter,
+                knn=knn,
+                knn_k=knn_k,
+                num_fine=num_fine,
+            )
+        )
     return metrics

@@ -26,8 +26,13 @@ class EpochAnalysisCallback(pl.Callback):
     reaches every Lightning logger, metrics.csv and results.json.
     """
 
-    def __init__(self, every_n_epochs: int = 1, splits: Sequence[str] = ("train", "test"), max_samples: int | None = None,
-                 max_samples_per_split: Mapping[str, int | None] | None = None):
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        splits: Sequence[str] = ("train", "test"),
+        max_samples: int | None = None,
+        max_samples_per_split: Mapping[str, int | None] | None = None,
+    ):
         if not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
             raise ConfigError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
         bad = [s for s in splits if s not in VALID_SPLITS]
@@ -70,7 +75,9 @@ class EpochAnalysisCallback(pl.Callback):
         if self.should_run(trainer) and "test" in self.required_splits(trainer):
             FeatureStore.of(trainer).begin_capture(self, trainer, pl_module, "test")
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         FeatureStore.of(trainer).capture_batch(self, outputs, batch, dataloader_idx)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

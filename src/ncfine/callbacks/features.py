@@ -213,8 +213,11 @@ class FeatureStore:
             return  # a few batches of an untrained model, before epoch 0 trains
         self._new_epoch(trainer.current_epoch)
         current = self._capture
-        if current is not None and (current.epoch, current.global_step) == (trainer.current_epoch, trainer.global_step) \
-                and current.owner is not owner:
+        if (
+            current is not None
+            and (current.epoch, current.global_step) == (trainer.current_epoch, trainer.global_step)
+            and current.owner is not owner
+        ):
             return
         self._capture = _Capture(owner, split, trainer.current_epoch, trainer.global_step)
         self._capture.broken = _capture_refusal(trainer, pl_module, split)
@@ -247,13 +250,17 @@ class FeatureStore:
         if capture.broken is None and not capture.batches:
             capture.broken = "validation ran no batches"
         if capture.broken is not None:
-            self._say(f"analysis: the {split} split is extracted again (validation features unusable: {capture.broken})")
+            self._say(
+                f"analysis: the {split} split is extracted again (validation features unusable: {capture.broken})"
+            )
             return None
         h, coarse, fine, index = (torch.cat(parts) for parts in zip(*capture.batches))
         whole = _gather_unique(Features(split, h, coarse.long(), fine.long(), index.long()))
         if len(whole) != split_size:
-            self._say(f"analysis: the {split} split is extracted again (validation covered {len(whole)} of its "
-                      f"{split_size} samples, e.g. limit_val_batches)")
+            self._say(
+                f"analysis: the {split} split is extracted again (validation covered {len(whole)} of its "
+                f"{split_size} samples, e.g. limit_val_batches)"
+            )
             return None
         self._say(f"analysis: {split} features taken from validation (no second forward pass)")
         return whole

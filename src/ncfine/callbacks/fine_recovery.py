@@ -52,12 +52,16 @@ class FineRecoveryCallback(EpochAnalysisCallback):
             raise ConfigError(f"unknown fine-recovery normalize {normalize!r}; valid values are {list(NORMALIZERS)}")
         self.modes = tuple(modes)
         self.kmeans_kwargs = dict(
-            normalize=normalize, kmeans_backend=kmeans_backend, kmeans_n_init=kmeans_n_init,
-            kmeans_max_iter=kmeans_max_iter, seed=seed,
+            normalize=normalize,
+            kmeans_backend=kmeans_backend,
+            kmeans_n_init=kmeans_n_init,
+            kmeans_max_iter=kmeans_max_iter,
+            seed=seed,
         )
         self.probe, self.knn = probe, knn
-        self.probe_kwargs = dict(probe=probe, probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter,
-                                 knn=knn, knn_k=knn_k)
+        self.probe_kwargs = dict(
+            probe=probe, probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter, knn=knn, knn_k=knn_k
+        )
         self._skip_logged = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -82,9 +86,12 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         metrics: dict[str, float] = {}
         for split in self.splits:
             feats = self.features(trainer, pl_module, split)
-            metrics.update(recovery_keys(split, feats.h, feats.coarse, feats.fine, modes=self.modes, **self.kmeans_kwargs))
+            metrics.update(
+                recovery_keys(split, feats.h, feats.coarse, feats.fine, modes=self.modes, **self.kmeans_kwargs)
+            )
         if self.probe or self.knn:
             train, test = self.features(trainer, pl_module, "train"), self.features(trainer, pl_module, "test")
-            metrics.update(probe_keys(train.h, train.fine, test.h, test.fine, num_fine=hierarchy.num_fine,
-                                      **self.probe_kwargs))
+            metrics.update(
+                probe_keys(train.h, train.fine, test.h, test.fine, num_fine=hierarchy.num_fine, **self.probe_kwargs)
+            )
         return metrics

@@ -63,9 +63,18 @@ class LayerwiseCallback(EpochAnalysisCallback):
         self.layers = list(layers) if layers is not None else None
         self.pool, self.flatten_size = pool, flatten_size
         self.settings = dict(
-            recovery_splits=tuple(recovery_splits), modes=tuple(modes), normalize=normalize,
-            kmeans_backend=kmeans_backend, kmeans_n_init=kmeans_n_init, kmeans_max_iter=kmeans_max_iter, probe=probe,
-            probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter, knn=knn, knn_k=knn_k, seed=seed,
+            recovery_splits=tuple(recovery_splits),
+            modes=tuple(modes),
+            normalize=normalize,
+            kmeans_backend=kmeans_backend,
+            kmeans_n_init=kmeans_n_init,
+            kmeans_max_iter=kmeans_max_iter,
+            probe=probe,
+            probe_weight_decay=probe_weight_decay,
+            probe_max_iter=probe_max_iter,
+            knn=knn,
+            knn_k=knn_k,
+            seed=seed,
         )
         self._features: dict[str, dict[str, Features]] = {}
 
@@ -89,8 +98,9 @@ class LayerwiseCallback(EpochAnalysisCallback):
         for split in self.splits:
             indices = subset_indices(datamodule.split_size(split), self.samples_cap(split))
             loader = datamodule.analysis_dataloader(split, indices=indices)
-            self._features[split] = extract_layer_features(pl_module, loader, device, split, self.layers, self.pool,
-                                                           self.flatten_size, autocast)
+            self._features[split] = extract_layer_features(
+                pl_module, loader, device, split, self.layers, self.pool, self.flatten_size, autocast
+            )
         try:
             super().on_train_epoch_end(trainer, pl_module)
         finally:
@@ -99,15 +109,25 @@ class LayerwiseCallback(EpochAnalysisCallback):
     def compute(self, trainer, pl_module) -> dict[str, float]:
         hierarchy = trainer.datamodule.hierarchy
         first = self._features[self.splits[0]]
-        layers = {name: {split: (f[name].h, f[name].coarse, f[name].fine) for split, f in self._features.items()}
-                  for name in first}
+        layers = {
+            name: {split: (f[name].h, f[name].coarse, f[name].fine) for split, f in self._features.items()}
+            for name in first
+        }
         head = pl_module.head
         classifier = {}
         if PENULTIMATE in layers and isinstance(head, torch.nn.Linear):
-            classifier = dict(head_layer=PENULTIMATE, weight=head.weight.detach(),
-                              bias=head.bias.detach() if head.bias is not None else None)
+            classifier = dict(
+                head_layer=PENULTIMATE,
+                weight=head.weight.detach(),
+                bias=head.bias.detach() if head.bias is not None else None,
+            )
         # plain_keys=False: nc/... and fine/... belong to the NC and recovery callbacks (their own subsets).
         return layerwise_metrics(
-            layers, **classifier, plain_keys=False, num_coarse=hierarchy.num_coarse, num_fine=hierarchy.num_fine,
-            fine=not hierarchy.is_identity, **self.settings,
+            layers,
+            **classifier,
+            plain_keys=False,
+            num_coarse=hierarchy.num_coarse,
+            num_fine=hierarchy.num_fine,
+            fine=not hierarchy.is_identity,
+            **self.settings,
         )

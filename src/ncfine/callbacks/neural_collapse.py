@@ -34,7 +34,16 @@ class NeuralCollapseCallback(EpochAnalysisCallback):
         with_fine = self.fine and not hierarchy.is_identity
         for split in self.splits:
             feats = self.features(trainer, pl_module, split)
-            metrics.update(collapse_keys(split, feats.h, feats.coarse, feats.fine if with_fine else None,
-                                         weight=weight, bias=bias, num_coarse=hierarchy.num_coarse,
-                                         num_fine=hierarchy.num_fine))
+            metrics.update(
+                collapse_keys(
+                    split,
+                    feats.h,
+                    feats.coarse,
+                    feats.fine if with_fine else None,
+                    weight=weight,
+                    bias=bias,
+                    num_coarse=hierarchy.num_coarse,
+                    num_fine=hierarchy.num_fine,
+                )
+            )
         return metrics

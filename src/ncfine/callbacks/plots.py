@@ -32,8 +32,14 @@ class PlotsCallback(pl.Callback):
     them as `run_dir/features_<split>.pt` (h, coarse, fine) so `ncfine-plot` can redraw the PCA.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, pca_split: str | None = "test", max_samples: int | None = 2000,
-                 save_features: bool = False, log_images: bool = True):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        pca_split: str | None = "test",
+        max_samples: int | None = 2000,
+        save_features: bool = False,
+        log_images: bool = True,
+    ):
         if pca_split not in (None, "train", "test"):
             raise ConfigError(f"callbacks.plots.pca_split must be train, test or null, got {pca_split!r}")
         if max_samples is not None and max_samples <= 0:
@@ -48,8 +54,9 @@ class PlotsCallback(pl.Callback):
     @staticmethod
     def _is_last_epoch(trainer: pl.Trainer) -> bool:
         max_epochs = trainer.max_epochs
-        return trainer.should_stop or (max_epochs is not None and max_epochs > 0
-                                       and trainer.current_epoch + 1 >= max_epochs)
+        return trainer.should_stop or (
+            max_epochs is not None and max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pca_split is None or trainer.sanity_checking or not self._is_last_epoch(trainer):
@@ -65,12 +72,23 @@ class PlotsCallback(pl.Callback):
         from ncfine.plot import plot_pca, short_name
 
         hierarchy = getattr(trainer.datamodule, "hierarchy", None)
-        names = {"coarse_names": getattr(hierarchy, "coarse_names", None), "fine_names": getattr(hierarchy, "fine_names", None)}
-        plot_pca(h, coarse, fine, self.plot_dir / f"pca_{self.pca_split}.png",
-                 title=f"{short_name(self.run_dir)}: {self.pca_split} features, epoch {trainer.current_epoch}", **names)
+        names = {
+            "coarse_names": getattr(hierarchy, "coarse_names", None),
+            "fine_names": getattr(hierarchy, "fine_names", None),
+        }
+        plot_pca(
+            h,
+            coarse,
+            fine,
+            self.plot_dir / f"pca_{self.pca_split}.png",
+            title=f"{short_name(self.run_dir)}: {self.pca_split} features, epoch {trainer.current_epoch}",
+            **names,
+        )
         if self.save_features:
-            torch.save({"h": h.cpu(), "coarse": coarse.cpu(), "fine": fine.cpu(), "epoch": trainer.current_epoch, **names},
-                       self.run_dir / f"features_{self.pca_split}.pt")
+            torch.save(
+                {"h": h.cpu(), "coarse": coarse.cpu(), "fine": fine.cpu(), "epoch": trainer.current_epoch, **names},
+                self.run_dir / f"features_{self.pca_split}.pt",
+            )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

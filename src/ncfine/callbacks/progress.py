@@ -65,8 +65,11 @@ class EpochLinesProgressBar(ProgressBar):
             return
         if self._val_epoch == epoch:  # callback_metrics keeps older epochs' val/* when validation skipped
             metrics.update(self._val)
-        print(epoch_line(epoch, trainer.max_epochs, metrics, time.monotonic() - self._epoch_start),
-              file=self._stream or sys.stdout, flush=True)
+        print(
+            epoch_line(epoch, trainer.max_epochs, metrics, time.monotonic() - self._epoch_start),
+            file=self._stream or sys.stdout,
+            flush=True,
+        )
 
 
 def epoch_line(epoch: int, max_epochs: int | None, metrics: dict[str, float], seconds: float) -> str:

@@ -30,7 +30,6 @@ from ncfine.utils.logging import RankedLogger
 log = RankedLogger(__name__)
 
 
-
 class RunFilesCallback(Checkpoint):
     """Writes `metrics.csv` and `checkpoints/{last,previous}.ckpt` at the end of every epoch.
 

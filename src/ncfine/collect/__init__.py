@@ -27,14 +27,39 @@ from ncfine.collect.cli import collect, main
 from ncfine.collect.heatmaps import heatmap_grid, heatmap_name, plot_heatmap, write_heatmaps
 from ncfine.collect.loading import DEFAULT_SUBDIR, expected_jobs, find_job_dirs, load_run, load_runs
 from ncfine.collect.schema import (
-    CONFIG_COLUMNS, GRID_OVERRIDES, HEATMAP_METRICS, METRIC_COLUMNS, OK, CollectError,
+    CONFIG_COLUMNS,
+    GRID_OVERRIDES,
+    HEATMAP_METRICS,
+    METRIC_COLUMNS,
+    OK,
+    CollectError,
 )
 from ncfine.collect.tables import aggregate_seeds, summarize, to_markdown, write_summary
 from ncfine.collect.wandb_runs import WANDB_STATES, load_wandb_runs, run_from_wandb
 
 __all__ = [
-    "CONFIG_COLUMNS", "DEFAULT_SUBDIR", "GRID_OVERRIDES", "HEATMAP_METRICS", "METRIC_COLUMNS", "OK", "WANDB_STATES",
-    "CollectError", "aggregate_seeds", "collect", "expected_jobs", "find_job_dirs", "heatmap_grid", "heatmap_name",
-    "load_run", "load_runs", "load_wandb_runs", "main", "plot_heatmap", "run_from_wandb", "summarize",
-    "to_markdown", "write_heatmaps", "write_summary",
+    "CONFIG_COLUMNS",
+    "DEFAULT_SUBDIR",
+    "GRID_OVERRIDES",
+    "HEATMAP_METRICS",
+    "METRIC_COLUMNS",
+    "OK",
+    "WANDB_STATES",
+    "CollectError",
+    "aggregate_seeds",
+    "collect",
+    "expected_jobs",
+    "find_job_dirs",
+    "heatmap_grid",
+    "heatmap_name",
+    "load_run",
+    "load_runs",
+    "load_wandb_runs",
+    "main",
+    "plot_heatmap",
+    "run_from_wandb",
+    "summarize",
+    "to_markdown",
+    "write_heatmaps",
+    "write_summary",
 ]

@@ -15,8 +15,13 @@ from ncfine.collect.tables import summarize, write_summary
 from ncfine.collect.wandb_runs import load_wandb_runs
 
 
-def collect(sweep_dir: str | None = None, out_dir: str | None = None, wandb_path: str | None = None,
-            group: str | None = None, heatmap_metrics: Sequence[str] = HEATMAP_METRICS) -> dict[str, Any]:
+def collect(
+    sweep_dir: str | None = None,
+    out_dir: str | None = None,
+    wandb_path: str | None = None,
+    group: str | None = None,
+    heatmap_metrics: Sequence[str] = HEATMAP_METRICS,
+) -> dict[str, Any]:
     """load -> summarize -> write; returns {table, files}."""
     if wandb_path:
         runs = load_wandb_runs(wandb_path, group)
@@ -37,21 +42,36 @@ def collect(sweep_dir: str | None = None, out_dir: str | None = None, wandb_path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="ncfine-collect",
-                                     description="Summarize a sweep: summary.csv, summary.md and lr x wd heatmaps.")
+    parser = argparse.ArgumentParser(
+        prog="ncfine-collect", description="Summarize a sweep: summary.csv, summary.md and lr x wd heatmaps."
+    )
     parser.add_argument("sweep_dir", nargs="?", metavar="SWEEP_DIR", help="the sweep dir (searched recursively)")
     parser.add_argument("--out", default=None, help="output dir (default: SWEEP_DIR)")
     parser.add_argument("--wandb", default=None, metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
     parser.add_argument("--group", default=None, help="the W&B group (the sweep_name) with --wandb")
-    parser.add_argument("--metric", action="append", default=None, metavar="KEY",
-                        help=f"heatmap metric (repeatable; default: {', '.join(HEATMAP_METRICS)})")
-    parser.add_argument("--reproduction", default=None, metavar="TARBALL",
-                        help="instead: the tarball of benchmarks/gpu_reproduce.sh -> reproduction.md (in --out, "
-                             "default TARBALL's folder/reproduction)")
-    parser.add_argument("--results", default=None, metavar="MD",
-                        help="with --reproduction: also fill the marked block of this file (docs/RESULTS.md)")
-    parser.add_argument("--figures", default=None, metavar="DIR",
-                        help="with --reproduction: copy the runs' plots here (docs/figures)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help=f"heatmap metric (repeatable; default: {', '.join(HEATMAP_METRICS)})",
+    )
+    parser.add_argument(
+        "--reproduction",
+        default=None,
+        metavar="TARBALL",
+        help="instead: the tarball of benchmarks/gpu_reproduce.sh -> reproduction.md (in --out, "
+        "default TARBALL's folder/reproduction)",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        metavar="MD",
+        help="with --reproduction: also fill the marked block of this file (docs/RESULTS.md)",
+    )
+    parser.add_argument(
+        "--figures", default=None, metavar="DIR", help="with --reproduction: copy the runs' plots here (docs/figures)"
+    )
     args = parser.parse_args(argv)
     if args.reproduction:
         _reproduction_main(args)

@@ -64,8 +64,13 @@ def plot_heatmap(grid: dict[str, Any], metric: str, title: str, path: str | os.P
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     finite = mean.compressed()
     log_scale = metric.rsplit("/", 1)[-1].startswith("nc") and len(finite) and (finite > 0).all()
-    norm = (LogNorm(finite.min(), finite.max()) if log_scale and finite.min() < finite.max()
-            else Normalize(finite.min(), finite.max()) if len(finite) else Normalize(0, 1))
+    norm = (
+        LogNorm(finite.min(), finite.max())
+        if log_scale and finite.min() < finite.max()
+        else Normalize(finite.min(), finite.max())
+        if len(finite)
+        else Normalize(0, 1)
+    )
     image = ax.imshow(mean, cmap=cmap, norm=norm, aspect="auto")
     fig.colorbar(image, ax=ax, label=metric)
     ax.set_xticks(range(cols), [f"{w:g}" for w in grid["wds"]])
@@ -77,8 +82,15 @@ def plot_heatmap(grid: dict[str, Any], metric: str, title: str, path: str | os.P
         for j in range(cols):
             value = grid["mean"][i, j]
             dark = not np.isnan(value) and norm(value) < 0.6
-            ax.text(j, i, grid["labels"][i][j], ha="center", va="center", fontsize="small",
-                    color="white" if dark else "black")
+            ax.text(
+                j,
+                i,
+                grid["labels"][i][j],
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if dark else "black",
+            )
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -92,8 +104,9 @@ def heatmap_name(metric: str, backbone: Any, variant: str = "") -> str:
     return f"heatmap_{safe}.png"
 
 
-def write_heatmaps(table: pd.DataFrame, out_dir: str | os.PathLike,
-                   metrics: Sequence[str] = HEATMAP_METRICS) -> list[Path]:
+def write_heatmaps(
+    table: pd.DataFrame, out_dir: str | os.PathLike, metrics: Sequence[str] = HEATMAP_METRICS
+) -> list[Path]:
     """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric, backbone and variant."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,11 +43,19 @@ def load_runs(sweep_dir: str | os.PathLike, expected: bool = True) -> list[dict[
         found = {Path(run["run_dir"]).resolve() for run in runs}
         for name, overrides, config in expected_jobs(root):
             if (root / name).resolve() not in found:
-                runs.append({
-                    "job": name, "run_dir": str(root / name), "status": "missing",
-                    "error": "not started (no job dir)", "epochs_completed": None, "wall_time_s": None,
-                    "metrics": {}, "config": config, "overrides": overrides,
-                })
+                runs.append(
+                    {
+                        "job": name,
+                        "run_dir": str(root / name),
+                        "status": "missing",
+                        "error": "not started (no job dir)",
+                        "epochs_completed": None,
+                        "wall_time_s": None,
+                        "metrics": {},
+                        "config": config,
+                        "overrides": overrides,
+                    }
+                )
     return runs
 
 
@@ -82,21 +90,33 @@ def expected_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, list[str], di
         task = [str(item) for item in (hydra_cfg.get("overrides") or {}).get("task") or []]
         batches = BasicSweeper.split_arguments(parser.parse_overrides(params + task), sweeper.get("max_batch_size"))
         jobs = [job for batch in batches for job in batch]
-        base = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-                for key in GRID_OVERRIDES}
+        base = {
+            key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False) for key in GRID_OVERRIDES
+        }
         data = (hydra_cfg.get("runtime") or {}).get("choices", {}).get("data")
         expected = []
         for job in jobs:
             parsed = parser.parse_overrides(job)
-            name = dirname(get_overrides_dirname(parsed, list(naming["exclude_keys"]), naming["item_sep"],
-                                                 naming["kv_sep"]))
+            name = dirname(
+                get_overrides_dirname(parsed, list(naming["exclude_keys"]), naming["item_sep"], naming["kv_sep"])
+            )
             values = dict(base)
             for override in parsed:
                 if override.key_or_group.lstrip("+~") in GRID_OVERRIDES:
                     values[override.key_or_group.lstrip("+~")] = override.value()
-            expected.append((name, list(job), {
-                "backbone": values["model.backbone"], "lr": values["optimizer.lr"],
-                "weight_decay": values["optimizer.weight_decay"], "seed": values["seed"], "data": data}))
+            expected.append(
+                (
+                    name,
+                    list(job),
+                    {
+                        "backbone": values["model.backbone"],
+                        "lr": values["optimizer.lr"],
+                        "weight_decay": values["optimizer.weight_decay"],
+                        "seed": values["seed"],
+                        "data": data,
+                    },
+                )
+            )
         return expected
     except Exception:  # noqa: BLE001 - an unreadable record only loses the not-started rows
         return []
@@ -110,16 +130,26 @@ def load_run(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
     if results is None:
         exists = (run_dir / "results.json").exists()
         return {
-            "job": job, "run_dir": str(run_dir), "status": "missing",
+            "job": job,
+            "run_dir": str(run_dir),
+            "status": "missing",
             "error": "results.json unreadable" if exists else "no results.json (the job died before writing it)",
-            "epochs_completed": _epochs_from_metrics(run_dir), "wall_time_s": None, "metrics": {},
-            "config": _config_from_hydra(run_dir), "overrides": overrides,
+            "epochs_completed": _epochs_from_metrics(run_dir),
+            "wall_time_s": None,
+            "metrics": {},
+            "config": _config_from_hydra(run_dir),
+            "overrides": overrides,
         }
     return {
-        "job": job, "run_dir": str(run_dir), "status": results.get("status") or "missing",
-        "error": results.get("error"), "epochs_completed": results.get("epochs_completed"),
-        "wall_time_s": results.get("wall_time_s"), "metrics": dict(results.get("metrics") or {}),
-        "config": dict(results.get("config") or {}) or _config_from_hydra(run_dir), "overrides": overrides,
+        "job": job,
+        "run_dir": str(run_dir),
+        "status": results.get("status") or "missing",
+        "error": results.get("error"),
+        "epochs_completed": results.get("epochs_completed"),
+        "wall_time_s": results.get("wall_time_s"),
+        "metrics": dict(results.get("metrics") or {}),
+        "config": dict(results.get("config") or {}) or _config_from_hydra(run_dir),
+        "overrides": overrides,
     }
 
 
@@ -154,8 +184,13 @@ def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - no config: the row keeps its dir name and status
         return {}
     pick = lambda key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)  # noqa: E731
-    return {"backbone": pick("model.backbone"), "lr": pick("optimizer.lr"),
-            "weight_decay": pick("optimizer.weight_decay"), "seed": pick("seed"), "data": _hydra_choice(run_dir, "data")}
+    return {
+        "backbone": pick("model.backbone"),
+        "lr": pick("optimizer.lr"),
+        "weight_decay": pick("optimizer.weight_decay"),
+        "seed": pick("seed"),
+        "data": _hydra_choice(run_dir, "data"),
+    }
 
 
 def _hydra_choice(run_dir: Path, group: str) -> str | None:

@@ -34,15 +34,21 @@ GAP_POINTS = 3.0  # a difference from the paper larger than this is called out u
 
 RECOVERY_COLUMNS = (
     ("coarse test acc", "val/acc"),
-    ("k-means per superclass acc / NMI / ARI", ("fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_per_coarse_nmi",
-                                                "fine/test/kmeans_per_coarse_ari")),
-    ("k-means global acc / NMI / ARI", ("fine/test/kmeans_global_acc", "fine/test/kmeans_global_nmi",
-                                        "fine/test/kmeans_global_ari")),
+    (
+        "k-means per superclass acc / NMI / ARI",
+        ("fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_per_coarse_nmi", "fine/test/kmeans_per_coarse_ari"),
+    ),
+    (
+        "k-means global acc / NMI / ARI",
+        ("fine/test/kmeans_global_acc", "fine/test/kmeans_global_nmi", "fine/test/kmeans_global_ari"),
+    ),
     ("linear probe", "fine/probe_acc"),
     ("k-NN", "fine/knn_acc"),
 )
-NC_COLUMNS = tuple((f"NC{i} train / test", (f"nc/train/{name}", f"nc/test/{name}"))
-                   for i, name in enumerate(("nc1", "nc2_etf_error", "nc3", "nc4"), start=1))
+NC_COLUMNS = tuple(
+    (f"NC{i} train / test", (f"nc/train/{name}", f"nc/test/{name}"))
+    for i, name in enumerate(("nc1", "nc2_etf_error", "nc3", "nc4"), start=1)
+)
 
 
 def unpack(tarball: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -108,8 +114,11 @@ def _cells(metrics: dict[str, Any], keys) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     align = ["---"] + ["---:"] * (len(header) - 1)
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(align) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def _run_label(run: dict[str, Any]) -> str:
@@ -138,19 +147,31 @@ def render(runs: list[dict[str, Any]], facts: dict[str, Any], figures: dict[str,
     rows = []
     for run in runs:
         metrics = run.get("metrics") or {}
-        cells = [_cells(metrics, keys) if run["labels"] == "coarse" or name == "coarse test acc" else "-"
-                 for name, keys in RECOVERY_COLUMNS]
+        cells = [
+            _cells(metrics, keys) if run["labels"] == "coarse" or name == "coarse test acc" else "-"
+            for name, keys in RECOVERY_COLUMNS
+        ]
         if run["labels"] == "fine":
             cells[0] = f"{_fmt(metrics.get('val/acc'))} (10 classes)"
         wall = _num(run.get("wall_time_s"))
-        rows.append([_run_label(run), *cells, str(run.get("epochs_completed") or 0),
-                     "" if math.isnan(wall) else f"{wall:.0f}"])
+        rows.append(
+            [_run_label(run), *cells, str(run.get("epochs_completed") or 0), "" if math.isnan(wall) else f"{wall:.0f}"]
+        )
     lines += _table(header, rows)
     lines += ["", "Neural collapse of the coarse classes (the fine-label run: of its 10 classes), last epoch:", ""]
-    lines += _table(["run", *(name for name, _ in NC_COLUMNS), "NC1 of the 10 fine classes, train / test"],
-                    [[_run_label(run), *(_cells(run.get("metrics") or {}, keys) for _, keys in NC_COLUMNS),
-                      _cells(run.get("metrics") or {}, ("nc/train/fine/nc1", "nc/test/fine/nc1"))
-                      if run["labels"] == "coarse" else "-"] for run in runs])
+    lines += _table(
+        ["run", *(name for name, _ in NC_COLUMNS), "NC1 of the 10 fine classes, train / test"],
+        [
+            [
+                _run_label(run),
+                *(_cells(run.get("metrics") or {}, keys) for _, keys in NC_COLUMNS),
+                _cells(run.get("metrics") or {}, ("nc/train/fine/nc1", "nc/test/fine/nc1"))
+                if run["labels"] == "coarse"
+                else "-",
+            ]
+            for run in runs
+        ],
+    )
     gaps = []
     for run in runs:
         backbone = (run.get("config") or {}).get("backbone")
@@ -159,9 +180,11 @@ def render(runs: list[dict[str, Any]], facts: dict[str, Any], figures: dict[str,
             paper = PAPER_PER_COARSE[backbone]
             diff = 100 * (ours - paper)
             verdict = "within" if abs(diff) <= GAP_POINTS else "more than"
-            gaps.append(f"- {backbone}: per-superclass k-means {ours:.4f} against the paper's {paper:.2f} "
-                        f"({diff:+.1f} points, {verdict} {GAP_POINTS:.0f} points; the paper trains 200 epochs on "
-                        f"the original images, this run {run.get('epochs_completed')} epochs on the JPEG copy).")
+            gaps.append(
+                f"- {backbone}: per-superclass k-means {ours:.4f} against the paper's {paper:.2f} "
+                f"({diff:+.1f} points, {verdict} {GAP_POINTS:.0f} points; the paper trains 200 epochs on "
+                f"the original images, this run {run.get('epochs_completed')} epochs on the JPEG copy)."
+            )
     if gaps:
         lines += ["", "Against the paper (Yang, Steinhardt & Hu 2023):", "", *gaps]
     for name, paths in figures.items():
@@ -192,15 +215,21 @@ def replace_block(document: Path, block: str) -> None:
         raise CollectError(f"cannot read --results file {str(document)!r}: {exc.strerror}") from None
     begin, end = MARKERS
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise CollectError(f"{str(document)!r} needs the two lines {begin!r} and {end!r} (once each, in that order) "
-                           "around the block to fill")
+        raise CollectError(
+            f"{str(document)!r} needs the two lines {begin!r} and {end!r} (once each, in that order) "
+            "around the block to fill"
+        )
     head, rest = text.split(begin)
     _, tail = rest.split(end)
     atomic_write_text(document, f"{head}{begin}\n{block}{end}{tail}")
 
 
-def reproduction(tarball: str | Path, out_dir: str | Path | None = None, results: str | Path | None = None,
-                 figures_dir: str | Path | None = None) -> dict[str, Any]:
+def reproduction(
+    tarball: str | Path,
+    out_dir: str | Path | None = None,
+    results: str | Path | None = None,
+    figures_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """unpack -> tables -> reproduction.md (+ figures, + the RESULTS.md block); returns {runs, markdown, files}."""
     root = unpack(tarball, out_dir)
     runs, facts = reproduction_runs(root)

@@ -8,10 +8,18 @@ from typing import Any, Iterable
 CONFIG_COLUMNS = ("data", "backbone", "lr", "weight_decay", "seed")
 METRIC_COLUMNS = (
     "val/acc",
-    "nc/train/nc1", "nc/train/nc2_etf_error", "nc/train/nc3", "nc/train/nc4",
-    "nc/test/nc1", "nc/test/nc2_etf_error", "nc/test/nc3", "nc/test/nc4",
-    "fine/test/kmeans_per_coarse_acc", "fine/test/kmeans_global_acc",
-    "fine/probe_acc", "fine/knn_acc",
+    "nc/train/nc1",
+    "nc/train/nc2_etf_error",
+    "nc/train/nc3",
+    "nc/train/nc4",
+    "nc/test/nc1",
+    "nc/test/nc2_etf_error",
+    "nc/test/nc3",
+    "nc/test/nc4",
+    "fine/test/kmeans_per_coarse_acc",
+    "fine/test/kmeans_global_acc",
+    "fine/probe_acc",
+    "fine/knn_acc",
 )
 HEATMAP_METRICS = ("fine/test/kmeans_per_coarse_acc", "nc/train/nc1")
 # Keys that place a job in the lr x wd grid; other swept keys make a separate `variant`.
@@ -28,4 +36,3 @@ def tally(statuses: Iterable[Any]) -> str:
     for status in statuses:
         counts[str(status)] = counts.get(str(status), 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-

@@ -36,9 +36,12 @@ def summarize(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = METRIC_CO
     for key in ("lr", "weight_decay"):
         table[key] = pd.to_numeric(table[key], errors="coerce")
     table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
-    return table.sort_values(["variant", "backbone", "lr", "weight_decay", "seed", "job"],
-                             ascending=[True, True, False, False, True, True], na_position="last",
-                             key=_sort_key).reset_index(drop=True)
+    return table.sort_values(
+        ["variant", "backbone", "lr", "weight_decay", "seed", "job"],
+        ascending=[True, True, False, False, True, True],
+        na_position="last",
+        key=_sort_key,
+    ).reset_index(drop=True)
 
 
 def _sort_key(column: pd.Series) -> pd.Series:
@@ -105,13 +108,26 @@ def write_summary(table: pd.DataFrame, out_dir: str | os.PathLike, title: str = 
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "summary.csv", index=False)
     written = [out / "summary.csv"]
-    lines = [f"# {title}", "", f"{len(table)} jobs: {tally(table['status'])}.", "", "## Jobs", "",
-             to_markdown(_drop_empty(table)), ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(table)} jobs: {tally(table['status'])}.",
+        "",
+        "## Jobs",
+        "",
+        to_markdown(_drop_empty(table)),
+        "",
+    ]
     by_config = aggregate_seeds(table)
     if len(by_config) and (by_config["n_seeds"] > 1).any():
         by_config.to_csv(out / "summary_by_config.csv", index=False)
         written.append(out / "summary_by_config.csv")
-        lines += ["## Over seeds (mean ± std of completed runs)", "", to_markdown(_drop_empty(_mean_pm_std(by_config))), ""]
+        lines += [
+            "## Over seeds (mean ± std of completed runs)",
+            "",
+            to_markdown(_drop_empty(_mean_pm_std(by_config))),
+            "",
+        ]
     (out / "summary.md").write_text("\n".join(lines))
     written.insert(1, out / "summary.md")
     return written
@@ -119,8 +135,12 @@ def write_summary(table: pd.DataFrame, out_dir: str | os.PathLike, title: str = 
 
 def _drop_empty(table: pd.DataFrame) -> pd.DataFrame:
     """Without the columns no job has a value in (summary.csv keeps them: a stable schema)."""
-    keep = [c for c in table.columns if c in ("job", "status", "backbone", "lr", "weight_decay", "seed")
-            or table[c].map(lambda v: _cell(v) != "").any()]
+    keep = [
+        c
+        for c in table.columns
+        if c in ("job", "status", "backbone", "lr", "weight_decay", "seed")
+        or table[c].map(lambda v: _cell(v) != "").any()
+    ]
     return table[keep]
 
 

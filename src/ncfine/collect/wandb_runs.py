@@ -6,8 +6,16 @@ from typing import Any
 
 from ncfine.collect.schema import CollectError
 
-WANDB_STATES = {"finished": "completed", "running": "running", "pending": "running", "preempting": "running",
-                "preempted": "running", "crashed": "failed", "failed": "failed", "killed": "failed"}
+WANDB_STATES = {
+    "finished": "completed",
+    "running": "running",
+    "pending": "running",
+    "preempting": "running",
+    "preempted": "running",
+    "crashed": "failed",
+    "failed": "failed",
+    "killed": "failed",
+}
 
 
 def load_wandb_runs(path: str, group: str | None = None, api: Any = None) -> list[dict[str, Any]]:
@@ -55,8 +63,11 @@ def run_from_wandb(run: Any) -> dict[str, Any]:
         "data": ours.get("data"),
     }
     status = summary.get("ncfine/status") or WANDB_STATES.get(str(getattr(run, "state", "")).lower(), "failed")
-    metrics = {k: float(v) for k, v in summary.items()
-               if "/" in k and not k.startswith(("_", "ncfine/", "trainer/")) and _is_number(v)}
+    metrics = {
+        k: float(v)
+        for k, v in summary.items()
+        if "/" in k and not k.startswith(("_", "ncfine/", "trainer/")) and _is_number(v)
+    }
     return {
         "job": getattr(run, "name", None) or getattr(run, "id", "?"),
         "run_dir": getattr(run, "url", None) or getattr(run, "path", None),

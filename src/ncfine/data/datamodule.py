@@ -88,7 +88,9 @@ class HierarchicalDataModule(pl.LightningDataModule):
         if isinstance(source, str):
             source = create_source(source)
         if not callable(getattr(source, "load", None)):
-            raise ConfigError(f"data.source must be a data source with load(split) (one of {sorted(REGISTRY)}), got {source!r}")
+            raise ConfigError(
+                f"data.source must be a data source with load(split) (one of {sorted(REGISTRY)}), got {source!r}"
+            )
         self.source = source
         self.hierarchy_spec = hierarchy
         self.batch_size = _positive_int(batch_size, "batch_size")
@@ -133,9 +135,13 @@ class HierarchicalDataModule(pl.LightningDataModule):
             return
         train, test = self.source.load("train"), self.source.load("test")
         if train.fine_names != test.fine_names:
-            raise DataError(f"train and test splits name different fine classes: {train.fine_names} vs {test.fine_names}")
+            raise DataError(
+                f"train and test splits name different fine classes: {train.fine_names} vs {test.fine_names}"
+            )
         if train.inputs.shape[1:] != test.inputs.shape[1:]:
-            raise DataError(f"train and test inputs differ in shape: {tuple(train.inputs.shape[1:])} vs {tuple(test.inputs.shape[1:])}")
+            raise DataError(
+                f"train and test inputs differ in shape: {tuple(train.inputs.shape[1:])} vs {tuple(test.inputs.shape[1:])}"
+            )
         self._hierarchy = self._build_hierarchy(train, test)
         if self.max_train_samples is not None and self.max_train_samples < len(train):
             generator = torch.Generator().manual_seed(self.seed)
@@ -160,9 +166,15 @@ class HierarchicalDataModule(pl.LightningDataModule):
         provided = None
         if train.coarse is not None:
             provided = LabelHierarchy.from_labels(train.fine, train.coarse, len(names), names, train.coarse_names)
-        spec = getattr(self.source, "default_hierarchy", "identity") if self.hierarchy_spec == "default" else self.hierarchy_spec
+        spec = (
+            getattr(self.source, "default_hierarchy", "identity")
+            if self.hierarchy_spec == "default"
+            else self.hierarchy_spec
+        )
         hierarchy = build_hierarchy(
-            spec, len(names), names,
+            spec,
+            len(names),
+            names,
             default_coarse_labels=None if provided is None else provided.fine_to_coarse,
             coarse_names=None if provided is None else provided.coarse_names,
         )
@@ -295,8 +307,9 @@ class HierarchicalDataModule(pl.LightningDataModule):
             )
         return self._resident[key]
 
-    def _device_loader(self, split: str, batch_size: int, augment: bool, shuffle: bool,
-                       indices: torch.Tensor | None = None) -> DeviceLoader:
+    def _device_loader(
+        self, split: str, batch_size: int, augment: bool, shuffle: bool, indices: torch.Tensor | None = None
+    ) -> DeviceLoader:
         device = self.target_device()
         inputs, coarse, fine = self._on_device(split, device)
         sample_ids = None
@@ -304,8 +317,18 @@ class HierarchicalDataModule(pl.LightningDataModule):
             sample_ids = indices.to(device)
             inputs, coarse, fine = inputs[sample_ids], coarse[sample_ids], fine[sample_ids]
         rank, world = self.rank_and_world_size()
-        return DeviceLoader(inputs, coarse, fine, batch_size, transform=self._transform(augment), shuffle=shuffle,
-                            seed=self.seed, rank=rank, world_size=world, sample_ids=sample_ids)
+        return DeviceLoader(
+            inputs,
+            coarse,
+            fine,
+            batch_size,
+            transform=self._transform(augment),
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            sample_ids=sample_ids,
+        )
 
     def _pin(self) -> bool:
         return self.target_device().type == "cuda" if self.pin_memory is None else bool(self.pin_memory)
@@ -346,8 +369,9 @@ class HierarchicalDataModule(pl.LightningDataModule):
         """
         return self._eval_loader(check_split(split), distributed_sampler=True, persistent=False, indices=indices)
 
-    def _eval_loader(self, split: str, distributed_sampler: bool, persistent: bool,
-                     indices: torch.Tensor | None = None):
+    def _eval_loader(
+        self, split: str, distributed_sampler: bool, persistent: bool, indices: torch.Tensor | None = None
+    ):
         if self.uses_device_loader():
             return self._device_loader(split, self.eval_batch_size, augment=False, shuffle=False, indices=indices)
         dataset = self.dataset(split)
@@ -375,5 +399,7 @@ class HierarchicalDataModule(pl.LightningDataModule):
         self._resident.clear()  # free device memory; rebuilt on demand
 
     def __repr__(self) -> str:
-        return (f"HierarchicalDataModule(source={self.source!r}, hierarchy={self.hierarchy_spec!r}, "
-                f"batch_size={self.batch_size}, device_resident={self.device_resident!r})")
+        return (
+            f"HierarchicalDataModule(source={self.source!r}, hierarchy={self.hierarchy_spec!r}, "
+            f"batch_size={self.batch_size}, device_resident={self.device_resident!r})"
+        )

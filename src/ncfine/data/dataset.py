@@ -25,8 +25,13 @@ class HierarchicalDataset(Dataset):
     DistributedSampler pads in and to keep features aligned across epochs.
     """
 
-    def __init__(self, inputs: torch.Tensor, fine: torch.Tensor, hierarchy: LabelHierarchy,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        fine: torch.Tensor,
+        hierarchy: LabelHierarchy,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         fine = torch.as_tensor(fine).long()
         if inputs.shape[0] != fine.shape[0]:
             raise DataError(f"{inputs.shape[0]} inputs but {fine.shape[0]} fine labels")

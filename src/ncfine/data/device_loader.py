@@ -43,8 +43,15 @@ def shard_indices(order: torch.Tensor, rank: int, world_size: int, drop_last: bo
 class ShardedOrder:
     """The per-epoch sample order of one rank; a sampler (`set_epoch`, `__iter__`, `__len__`)."""
 
-    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        num_samples: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         self.n, self.shuffle, self.seed = int(num_samples), bool(shuffle), int(seed)
@@ -91,12 +98,24 @@ class DeviceLoader:
             (batches then carry these ids); None: the row positions.
     """
 
-    def __init__(self, inputs: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, batch_size: int,
-                 transform: Callable[..., torch.Tensor] | None = None, shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                 sample_ids: torch.Tensor | None = None):
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        coarse: torch.Tensor,
+        fine: torch.Tensor,
+        batch_size: int,
+        transform: Callable[..., torch.Tensor] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        sample_ids: torch.Tensor | None = None,
+    ):
         if not (inputs.shape[0] == coarse.shape[0] == fine.shape[0]):
-            raise ValueError(f"inputs, coarse and fine differ in length: {inputs.shape[0]}, {coarse.shape[0]}, {fine.shape[0]}")
+            raise ValueError(
+                f"inputs, coarse and fine differ in length: {inputs.shape[0]}, {coarse.shape[0]}, {fine.shape[0]}"
+            )
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.inputs, self.coarse, self.fine = inputs, coarse.long(), fine.long()
@@ -138,5 +157,7 @@ class DeviceLoader:
 
     def __repr__(self) -> str:
         s = self.sampler
-        return (f"DeviceLoader(n={s.n}, batch_size={self.batch_size}, batches={len(self)}, device={self.device}, "
-                f"shuffle={s.shuffle}, rank={s.rank}/{s.world_size})")
+        return (
+            f"DeviceLoader(n={s.n}, batch_size={self.batch_size}, batches={len(self)}, device={self.device}, "
+            f"shuffle={s.shuffle}, rank={s.rank}/{s.world_size})"
+        )

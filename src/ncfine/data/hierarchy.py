@@ -74,10 +74,14 @@ class LabelHierarchy:
         if dup:
             raise DataError(f"fine class names must be unique; repeated: {dup}")
         if coarse_names is None:
-            coarse_names = ["+".join(fine_names[f] for f in range(num_fine) if table[f] == c) for c in range(num_coarse)]
+            coarse_names = [
+                "+".join(fine_names[f] for f in range(num_fine) if table[f] == c) for c in range(num_coarse)
+            ]
         coarse_names = [str(n) for n in coarse_names]
         if len(coarse_names) != num_coarse:
-            raise DataError(f"got {len(coarse_names)} coarse class names for {num_coarse} coarse classes: {coarse_names}")
+            raise DataError(
+                f"got {len(coarse_names)} coarse class names for {num_coarse} coarse classes: {coarse_names}"
+            )
 
         self._fine_to_coarse = tuple(table)
         self.fine_names: list[str] = fine_names
@@ -183,7 +187,9 @@ class LabelHierarchy:
         """
         fine, coarse = torch.as_tensor(fine).long().cpu(), torch.as_tensor(coarse).long().cpu()
         if fine.shape != coarse.shape:
-            raise DataError(f"fine and coarse label arrays differ in shape: {tuple(fine.shape)} vs {tuple(coarse.shape)}")
+            raise DataError(
+                f"fine and coarse label arrays differ in shape: {tuple(fine.shape)} vs {tuple(coarse.shape)}"
+            )
         if num_fine is None:
             num_fine = len(fine_names) if fine_names is not None else int(fine.max()) + 1
         if fine.numel() and (int(fine.min()) < 0 or int(fine.max()) >= num_fine):
@@ -332,7 +338,9 @@ def _mod(arg, num_fine, fine_names, default_coarse_labels, coarse_names, num_coa
     try:
         k = int(k)
     except (TypeError, ValueError):
-        raise ConfigError(f"hierarchy 'mod:{arg}': the number of coarse classes must be an integer, e.g. mod:5") from None
+        raise ConfigError(
+            f"hierarchy 'mod:{arg}': the number of coarse classes must be an integer, e.g. mod:5"
+        ) from None
     return LabelHierarchy.modulo(num_fine, k, fine_names)
 
 
@@ -382,9 +390,7 @@ def build_hierarchy(
     elif isinstance(spec, (Mapping, Sequence)) and not isinstance(spec, bytes):
         hierarchy = LabelHierarchy.from_mapping(_plain(spec), fine_names)
     else:
-        raise ConfigError(
-            f"hierarchy must be a string (mod:K, identity, superclass), a list or a dict, got {spec!r}"
-        )
+        raise ConfigError(f"hierarchy must be a string (mod:K, identity, superclass), a list or a dict, got {spec!r}")
     if hierarchy.num_fine != num_fine:
         raise DataError(
             f"the hierarchy has {hierarchy.num_fine} fine classes but the data has {num_fine}"

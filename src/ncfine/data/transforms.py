@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop_flip(images: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None,
-                     flip: bool = True) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None, flip: bool = True
+) -> torch.Tensor:
     """Random crop with zero padding `pad` plus a random horizontal flip; same shape and dtype.
 
     Randomness comes from `generator` (any device; the draws are moved to the images' device) or
@@ -83,12 +84,20 @@ class ImageTransform:
     analysis/eval one. Called as `t(images, generator=None)` on one image or a batch, any device.
     """
 
-    def __init__(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
-                 augment: bool = True, pad: int = 4, flip: bool = True):
+    def __init__(
+        self,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        augment: bool = True,
+        pad: int = 4,
+        flip: bool = True,
+    ):
         self.mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
         self.std = torch.as_tensor(std, dtype=torch.float32).flatten()
         if self.mean.shape != self.std.shape:
-            raise ValueError(f"mean and std need one value per channel, got {self.mean.tolist()} and {self.std.tolist()}")
+            raise ValueError(
+                f"mean and std need one value per channel, got {self.mean.tolist()} and {self.std.tolist()}"
+            )
         if bool((self.std <= 0).any()):
             raise ValueError(f"std must be positive per channel, got {self.std.tolist()}")
         self.augment, self.pad, self.flip = bool(augment), int(pad), bool(flip)
@@ -107,8 +116,10 @@ class ImageTransform:
         return normalize(images, mean, std)
 
     def __repr__(self) -> str:
-        return (f"ImageTransform(mean={[round(v, 4) for v in self.mean.tolist()]}, "
-                f"std={[round(v, 4) for v in self.std.tolist()]}, augment={self.augment}, pad={self.pad}, flip={self.flip})")
+        return (
+            f"ImageTransform(mean={[round(v, 4) for v in self.mean.tolist()]}, "
+            f"std={[round(v, 4) for v in self.std.tolist()]}, augment={self.augment}, pad={self.pad}, flip={self.flip})"
+        )
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:

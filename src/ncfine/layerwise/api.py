@@ -90,8 +90,9 @@ def run_analysis(
     by_split: dict[str, dict[str, Features]] = {}
     for split in splits:
         batches = _batches(data, split, caps[split])
-        by_split[split] = extract_layer_features(model, batches, device, split, layers, pool, flatten_size,
-                                                 autocast_dtype, logits=True)
+        by_split[split] = extract_layer_features(
+            model, batches, device, split, layers, pool, flatten_size, autocast_dtype, logits=True
+        )
     first = by_split[splits[0]]
     names = [name for name in first if name != LOGITS]
     if hierarchy is not None:
@@ -112,16 +113,25 @@ def run_analysis(
         bias = linear.bias.detach().to(device) if linear.bias is not None else None
         head_note = f"linear head with {num_coarse} outputs: NC3/NC4 and coarse accuracy from it"
     elif linear is not None:
-        head_note = (f"the head has {linear.out_features} outputs but the data {num_coarse} coarse classes: "
-                     "no NC3/NC4, no coarse accuracy")
+        head_note = (
+            f"the head has {linear.out_features} outputs but the data {num_coarse} coarse classes: "
+            "no NC3/NC4, no coarse accuracy"
+        )
     else:
         head_note = "no linear head: no NC3/NC4, no coarse accuracy"
 
-    layer_splits = {name: {split: (f[name].h, f[name].coarse, f[name].fine) for split, f in by_split.items()}
-                    for name in names}
+    layer_splits = {
+        name: {split: (f[name].h, f[name].coarse, f[name].fine) for split, f in by_split.items()} for name in names
+    }
     metrics = layerwise_metrics(
-        layer_splits, head_layer=PENULTIMATE if PENULTIMATE in names else None, weight=weight, bias=bias,
-        num_coarse=num_coarse, num_fine=num_fine, fine=fine, **settings,
+        layer_splits,
+        head_layer=PENULTIMATE if PENULTIMATE in names else None,
+        weight=weight,
+        bias=bias,
+        num_coarse=num_coarse,
+        num_fine=num_fine,
+        fine=fine,
+        **settings,
     )
     if weight is not None and "test" in by_split and LOGITS in by_split["test"]:
         logits = by_split["test"][LOGITS]
@@ -155,9 +165,13 @@ def _batches(data: Any, split: str, max_samples: int | None) -> Iterable:
         return data.analysis_dataloader(split, indices=indices)
     if isinstance(data, Mapping):
         if split not in data:
-            raise ConfigError(f"no {split!r} loader in the data given (it has {sorted(data)}); pass splits={sorted(data)}")
+            raise ConfigError(
+                f"no {split!r} loader in the data given (it has {sorted(data)}); pass splits={sorted(data)}"
+            )
         return _first_samples(data[split], max_samples)
-    raise ConfigError(f"data must be an ncfine HierarchicalDataModule or a dict of loaders by split, got {type(data).__name__}")
+    raise ConfigError(
+        f"data must be an ncfine HierarchicalDataModule or a dict of loaders by split, got {type(data).__name__}"
+    )
 
 
 def _first_samples(batches: Iterable, max_samples: int | None) -> Iterable:

@@ -50,7 +50,9 @@ def as_layer_model(module: nn.Module | LayerModel, head: nn.Module | str | None 
     if not isinstance(module, nn.Module):
         raise ConfigError(f"analyze needs a torch.nn.Module, got {type(module).__name__}")
     backbone = getattr(module, "backbone", None)
-    root = backbone if isinstance(backbone, nn.Module) and isinstance(getattr(module, "head", None), nn.Module) else module
+    root = (
+        backbone if isinstance(backbone, nn.Module) and isinstance(getattr(module, "head", None), nn.Module) else module
+    )
     if isinstance(head, str):
         modules = dict(module.named_modules())
         if head not in modules:
@@ -73,8 +75,9 @@ class LayerTaps:
     `input` first and `penultimate` after the backbone; a layer that does not fire raises.
     """
 
-    def __init__(self, model: LayerModel, layers: Sequence[str], pool: str = "avg", flatten_size: int = 4,
-                 logits: bool = False):
+    def __init__(
+        self, model: LayerModel, layers: Sequence[str], pool: str = "avg", flatten_size: int = 4, logits: bool = False
+    ):
         check_pool(pool, flatten_size)
         self.model, self.layers, self.pool, self.flatten_size = model, list(layers), pool, flatten_size
         self.logits = logits and model.head is not None
@@ -100,18 +103,24 @@ class LayerTaps:
         for name in self.layers:
             if name in (INPUT, PENULTIMATE):
                 continue
-            self._handles.append(modules[name].register_forward_hook(
-                lambda mod, args, out, name=name: self._pool(name, out)))
+            self._handles.append(
+                modules[name].register_forward_hook(lambda mod, args, out, name=name: self._pool(name, out))
+            )
         if PENULTIMATE in self.layers:
             if self._penultimate_module is not None:
-                self._handles.append(self._penultimate_module.register_forward_hook(
-                    lambda mod, args, out: self._pool(PENULTIMATE, out)))
+                self._handles.append(
+                    self._penultimate_module.register_forward_hook(lambda mod, args, out: self._pool(PENULTIMATE, out))
+                )
             else:
-                self._handles.append(self.model.head.register_forward_pre_hook(
-                    lambda mod, args: self._pool(PENULTIMATE, args[0])))
+                self._handles.append(
+                    self.model.head.register_forward_pre_hook(lambda mod, args: self._pool(PENULTIMATE, args[0]))
+                )
         if self.logits:
-            self._handles.append(self.model.head.register_forward_hook(
-                lambda mod, args, out: self._out.__setitem__(LOGITS, first_tensor(out).detach().float())))
+            self._handles.append(
+                self.model.head.register_forward_hook(
+                    lambda mod, args, out: self._out.__setitem__(LOGITS, first_tensor(out).detach().float())
+                )
+            )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -126,16 +135,26 @@ class LayerTaps:
         self.model.module(x)
         missing = [name for name in self.layers if name not in self._out]
         if missing:
-            raise ConfigError(f"layer(s) {missing} produced no output in the forward pass (not used by "
-                              f"{type(self.model.module).__name__}.forward); choose layers that run")
+            raise ConfigError(
+                f"layer(s) {missing} produced no output in the forward pass (not used by "
+                f"{type(self.model.module).__name__}.forward); choose layers that run"
+            )
         out, self._out = self._out, {}
         return out
 
 
 @torch.no_grad()
-def extract_layer_features(model: nn.Module | LayerModel, batches: Iterable, device: torch.device | str, split: str,
-                           layers: Sequence[str] | str | None = None, pool: str = "avg", flatten_size: int = 4,
-                           autocast_dtype: torch.dtype | None = None, logits: bool = False) -> dict[str, Features]:
+def extract_layer_features(
+    model: nn.Module | LayerModel,
+    batches: Iterable,
+    device: torch.device | str,
+    split: str,
+    layers: Sequence[str] | str | None = None,
+    pool: str = "avg",
+    flatten_size: int = 4,
+    autocast_dtype: torch.dtype | None = None,
+    logits: bool = False,
+) -> dict[str, Features]:
     """{layer: Features} of `split` for every layer, from one pass over `batches` of
     (image, coarse, fine, index) (index optional: the running position), in eval mode; layers
     in depth order, gathered over ranks. With `logits`, the head's output too, under `LOGITS`."""
@@ -173,4 +192,3 @@ def extract_layer_features(model: nn.Module | LayerModel, batches: Iterable, dev
 def layer_order(features: dict[str, Features]) -> list[str]:
     """The layer names of an `extract_layer_features` result, depth order, without LOGITS."""
     return [name for name in features if name != LOGITS]
-

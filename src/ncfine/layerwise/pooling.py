@@ -74,8 +74,13 @@ def tokens_to_map(x: torch.Tensor, num_prefix_tokens: int, grid: tuple[int, int]
     return x.transpose(1, 2)
 
 
-def pool_output(x: torch.Tensor, pool: str, flatten_size: int = 4, num_prefix_tokens: int | None = None,
-                grid: tuple[int, int] | None = None) -> torch.Tensor:
+def pool_output(
+    x: torch.Tensor,
+    pool: str,
+    flatten_size: int = 4,
+    num_prefix_tokens: int | None = None,
+    grid: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """One layer output (B, ...) -> (B, D) float32 features, detached."""
     x = x.detach()
     if x.ndim == 2:

@@ -26,8 +26,11 @@ LAYER_COLUMNS = (
 
 def layer_names(metrics: dict[str, float]) -> list[str]:
     """The layers with `layer/<name>/depth` keys, shallowest first."""
-    depths = {key.split("/")[1]: value for key, value in metrics.items()
-              if key.startswith("layer/") and key.endswith("/depth") and key.count("/") == 2}
+    depths = {
+        key.split("/")[1]: value
+        for key, value in metrics.items()
+        if key.startswith("layer/") and key.endswith("/depth") and key.count("/") == 2
+    }
     return sorted(depths, key=lambda name: depths[name])
 
 
@@ -35,8 +38,10 @@ def layer_table(metrics: dict[str, float], columns: Sequence[tuple[str, str]] = 
     """Markdown table: one row per layer in depth order, the columns that have a value."""
     layers = layer_names(metrics)
     shown = [(title, key) for title, key in columns if any(f"layer/{n}/{key}" in metrics for n in layers)]
-    lines = ["| depth | layer | " + " | ".join(t for t, _ in shown) + " |",
-             "| ---: | --- | " + " | ".join("---:" for _ in shown) + " |"]
+    lines = [
+        "| depth | layer | " + " | ".join(t for t, _ in shown) + " |",
+        "| ---: | --- | " + " | ".join("---:" for _ in shown) + " |",
+    ]
     for depth, name in enumerate(layers):
         cells = [_cell(metrics.get(f"layer/{name}/{key}"), key) for _, key in shown]
         lines.append(f"| {depth} | `{name}` | " + " | ".join(cells) + " |")

@@ -68,7 +68,7 @@ def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[Di
         if "data" not in keys and OmegaConf.select(run_cfg, "data") is not None:
             data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
             for key in sorted(k for k in keys if k.startswith("data.")):
-                OmegaConf.update(data, key[len("data."):], OmegaConf.select(cfg, key), force_add=True)
+                OmegaConf.update(data, key[len("data.") :], OmegaConf.select(cfg, key), force_add=True)
             cfg.data = data
         for key, source in INHERITED.items():
             value = OmegaConf.select(run_cfg, source, default=None)
@@ -121,9 +121,15 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     datamodule.setup("fit")
     if loaded is None:
         loaded = build_model(
-            cfg.model.backbone, cfg.get("weights"), num_coarse=datamodule.num_coarse, in_chans=datamodule.in_chans,
-            img_size=datamodule.image_size, small_input=bool(cfg.model.small_input),
-            pretrained=bool(cfg.model.pretrained), width=cfg.model.get("width", 1.0), backbone_kwargs=_plain_dict(cfg.model.get("backbone_kwargs")),
+            cfg.model.backbone,
+            cfg.get("weights"),
+            num_coarse=datamodule.num_coarse,
+            in_chans=datamodule.in_chans,
+            img_size=datamodule.image_size,
+            small_input=bool(cfg.model.small_input),
+            pretrained=bool(cfg.model.pretrained),
+            width=cfg.model.get("width", 1.0),
+            backbone_kwargs=_plain_dict(cfg.model.get("backbone_kwargs")),
         )
     device = _device(cfg.get("device", "auto"))
     module = loaded.module.to(device)
@@ -134,17 +140,31 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     precision = str(OmegaConf.select(loaded.run_cfg, "trainer.precision", default="")) if loaded.run_cfg else ""
     autocast = torch.bfloat16 if device.type == "cuda" and "bf16" in precision else None
     result = run_analysis(
-        module, datamodule, layers, splits=list(cfg.splits), max_samples=cfg.get("max_samples"),
-        max_samples_per_split=_plain_dict(cfg.get("max_samples_per_split")), pool=cfg.pool,
-        flatten_size=int(cfg.flatten_size), device=device, autocast_dtype=autocast, **settings,
+        module,
+        datamodule,
+        layers,
+        splits=list(cfg.splits),
+        max_samples=cfg.get("max_samples"),
+        max_samples_per_split=_plain_dict(cfg.get("max_samples_per_split")),
+        pool=cfg.pool,
+        flatten_size=int(cfg.flatten_size),
+        device=device,
+        autocast_dtype=autocast,
+        **settings,
     )
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_text(out / "metrics.csv", rows_to_csv([{"epoch": loaded.epochs, **result.metrics}]))
-    payload = _payload(cfg, "completed", None, loaded.epochs, time.monotonic() - started, result.metrics, out,
-                       loaded.run_cfg)
+    payload = _payload(
+        cfg, "completed", None, loaded.epochs, time.monotonic() - started, result.metrics, out, loaded.run_cfg
+    )
     payload["analysis"] = {
-        "source": loaded.source, "layers": result.layers, "dims": result.dims, "pool": cfg.pool,
-        "num_samples": result.num_samples, "head": result.head, "notes": result.notes,
+        "source": loaded.source,
+        "layers": result.layers,
+        "dims": result.dims,
+        "pool": cfg.pool,
+        "num_samples": result.num_samples,
+        "head": result.head,
+        "notes": result.notes,
     }
     from ncfine.plot import plot_depth_curves
 
@@ -169,17 +189,28 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _payload(cfg: DictConfig, status: str, error: str | None, epochs: int, wall: float, metrics: dict,
-             out: Path, run_cfg: DictConfig | None = None) -> dict[str, Any]:
+def _payload(
+    cfg: DictConfig,
+    status: str,
+    error: str | None,
+    epochs: int,
+    wall: float,
+    metrics: dict,
+    out: Path,
+    run_cfg: DictConfig | None = None,
+) -> dict[str, Any]:
     from ncfine.pipeline import _source_name, config_summary
     from ncfine.utils.versions import package_versions
 
     # A run's lr / wd / seed describe the analysed model, so a table of analyses can be read
     # next to the sweep that trained them.
     summary = config_summary(run_cfg if run_cfg is not None else cfg)
-    summary.update(backbone=OmegaConf.select(cfg, "model.backbone", default=None),
-                   data=_source_name(OmegaConf.select(cfg, "data.source._target_", default=None)),
-                   task_name=cfg.get("task_name"), sweep_name=cfg.get("sweep_name"))
+    summary.update(
+        backbone=OmegaConf.select(cfg, "model.backbone", default=None),
+        data=_source_name(OmegaConf.select(cfg, "data.source._target_", default=None)),
+        task_name=cfg.get("task_name"),
+        sweep_name=cfg.get("sweep_name"),
+    )
     return {
         "status": status,
         "error": error,

@@ -54,7 +54,9 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     """The mapping stored in a weights file (.safetensors, or anything torch.load reads)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"weights file {str(path)!r} does not exist (weights= takes a local .pth/.pt/.bin/.ckpt/.safetensors file)")
+        raise ConfigError(
+            f"weights file {str(path)!r} does not exist (weights= takes a local .pth/.pt/.bin/.ckpt/.safetensors file)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -67,7 +69,9 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad input
         raise ConfigError(f"cannot read weights file {str(path)!r}: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(payload, dict):
-        raise ConfigError(f"weights file {str(path)!r} holds a {type(payload).__name__}, not a state dict or checkpoint")
+        raise ConfigError(
+            f"weights file {str(path)!r} holds a {type(payload).__name__}, not a state dict or checkpoint"
+        )
     return payload
 
 
@@ -80,7 +84,7 @@ def _state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     if not tensors:
         raise ConfigError("the weights file holds no tensors (expected a state dict or a checkpoint with one)")
     if all(k.startswith("module.") for k in tensors):  # saved from DataParallel/DDP
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -94,13 +98,17 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str, bac
         parts = []
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
+            parts.append(
+                f"{len(shapes)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+            )
         if missing:
             parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        raise ConfigError(f"weights {path!r} do not fit backbone {backbone!r}: {'; '.join(parts)}; "
-                          "is it a checkpoint of another architecture (set model.backbone) or another stem (model.small_input)?")
+        raise ConfigError(
+            f"weights {path!r} do not fit backbone {backbone!r}: {'; '.join(parts)}; "
+            "is it a checkpoint of another architecture (set model.backbone) or another stem (model.small_input)?"
+        )
     module.load_state_dict(state, strict=True)
 
 
@@ -119,7 +127,9 @@ def load_run(run: str | Path) -> LoadedModel:
     if path.is_file() and path.suffix == ".ckpt":
         ckpt, path = path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
     if not path.is_dir():
-        raise ConfigError(f"run {str(run)!r} is not a directory (run= takes an ncfine run dir with config.yaml and checkpoints/)")
+        raise ConfigError(
+            f"run {str(run)!r} is not a directory (run= takes an ncfine run dir with config.yaml and checkpoints/)"
+        )
     config = path / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"run dir {str(path)!r} has no config.yaml (run= takes a dir written by ncfine-train)")
@@ -150,18 +160,30 @@ def load_run(run: str | Path) -> LoadedModel:
     return LoadedModel(model, hparams["backbone"], f"run {path} ({ckpt.name}, {epochs} epochs)", epochs, run_cfg)
 
 
-def build_model(backbone: str | None, weights: str | None, *, num_coarse: int, in_chans: int, img_size: int,
-                small_input: bool = False, pretrained: bool = False, width: float = 1.0,
-                backbone_kwargs: dict | None = None) -> LoadedModel:
+def build_model(
+    backbone: str | None,
+    weights: str | None,
+    *,
+    num_coarse: int,
+    in_chans: int,
+    img_size: int,
+    small_input: bool = False,
+    pretrained: bool = False,
+    width: float = 1.0,
+    backbone_kwargs: dict | None = None,
+) -> LoadedModel:
     """`model.backbone` with `weights` from a local file, or with timm's (pretrained) / random weights."""
     from ncfine.models.backbone import create_backbone
 
     kwargs = dict(backbone_kwargs or {})
     if weights is None:
         if not backbone:
-            raise ConfigError("nothing to analyse: pass run=DIR (an ncfine run dir) or model.backbone=NAME [weights=PATH]")
-        module, dim = create_backbone(backbone, small_input, pretrained=pretrained, in_chans=in_chans,
-                                      img_size=img_size, width=width, **kwargs)
+            raise ConfigError(
+                "nothing to analyse: pass run=DIR (an ncfine run dir) or model.backbone=NAME [weights=PATH]"
+            )
+        module, dim = create_backbone(
+            backbone, small_input, pretrained=pretrained, in_chans=in_chans, img_size=img_size, width=width, **kwargs
+        )
         # No trained head: the head of a pretrained timm model has other classes than the data.
         what = "timm pretrained weights" if pretrained else "random weights (untrained)"
         return LoadedModel(AnalysisModel(module, None), backbone, f"{backbone} with {what}")
@@ -173,8 +195,10 @@ def build_model(backbone: str | None, weights: str | None, *, num_coarse: int, i
     if hparams and hparams.get("backbone") and any(k.startswith("backbone.") for k in state):
         # An ncfine (Lightning) checkpoint: its hyper-parameters rebuild the exact backbone.
         if backbone and backbone != hparams["backbone"]:
-            raise ConfigError(f"weights {weights!r} are an ncfine checkpoint of backbone {hparams['backbone']!r}, "
-                              f"not model.backbone={backbone!r}; drop model.backbone or fix it")
+            raise ConfigError(
+                f"weights {weights!r} are an ncfine checkpoint of backbone {hparams['backbone']!r}, "
+                f"not model.backbone={backbone!r}; drop model.backbone or fix it"
+            )
         from ncfine.models import CoarseClassifier
 
         model = CoarseClassifier(**_rebuild_kwargs(hparams))

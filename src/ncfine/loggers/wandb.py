@@ -25,8 +25,14 @@ from ncfine.utils.errors import ConfigError, require
 
 ID_FILE = "wandb_id.txt"
 # W&B's own names for its modes; "dryrun"/"run" are the legacy spellings of offline/online.
-MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "shared": "shared",
-         "dryrun": "offline", "run": "online"}
+MODES = {
+    "online": "online",
+    "offline": "offline",
+    "disabled": "disabled",
+    "shared": "shared",
+    "dryrun": "offline",
+    "run": "online",
+}
 SUMMARY_PREFIX = "ncfine/"
 
 
@@ -108,12 +114,14 @@ def finish_run(logger: Any, results: dict[str, Any] | None) -> None:
         return
     results = results or {}
     status = results.get("status") or "failed"
-    run.summary.update({
-        f"{SUMMARY_PREFIX}status": status,
-        f"{SUMMARY_PREFIX}epochs_completed": results.get("epochs_completed"),
-        f"{SUMMARY_PREFIX}wall_time_s": results.get("wall_time_s"),
-        f"{SUMMARY_PREFIX}error": results.get("error"),
-    })
+    run.summary.update(
+        {
+            f"{SUMMARY_PREFIX}status": status,
+            f"{SUMMARY_PREFIX}epochs_completed": results.get("epochs_completed"),
+            f"{SUMMARY_PREFIX}wall_time_s": results.get("wall_time_s"),
+            f"{SUMMARY_PREFIX}error": results.get("error"),
+        }
+    )
     if status == "running" and hasattr(run, "mark_preempting"):
         run.mark_preempting()  # interrupted: a re-run resumes this W&B run
     run.finish(exit_code=0 if status in ("completed", "diverged") else 1)
@@ -147,8 +155,15 @@ def read_run_file(path: str | os.PathLike) -> dict[str, Any]:
         if not files:
             raise FileNotFoundError(f"no .wandb file in {path}")
         path = files[0]
-    out: dict[str, Any] = {"run_id": None, "project": None, "group": None, "tags": [], "config": {},
-                           "history": [], "summary": {}}
+    out: dict[str, Any] = {
+        "run_id": None,
+        "project": None,
+        "group": None,
+        "tags": [],
+        "config": {},
+        "history": [],
+        "summary": {},
+    }
     for raw in _records(path.read_bytes(), path):
         record = pb.Record()
         record.ParseFromString(raw)
@@ -188,11 +203,11 @@ def _records(data: bytes, path: Path):
         if left < 7:  # a block's tail too short for a header is zero padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0 and length == 0:
             pos += left
             continue
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == _FULL:
             yield chunk

@@ -76,7 +76,9 @@ def create_backbone(
     build = None
     if width != 1.0:
         if pretrained:
-            raise ConfigError(f"model.width={width:g} with pretrained=true: {name!r}'s pretrained weights exist at width 1 only")
+            raise ConfigError(
+                f"model.width={width:g} with pretrained=true: {name!r}'s pretrained weights exist at width 1 only"
+            )
         build, kwargs = _width_scaled(name, width, in_chans, kwargs)
     if small_input:
         family, rule = rule_for(_model_class(name, in_chans, kwargs))
@@ -119,7 +121,8 @@ def check_input_size(model: nn.Module, name: str, in_chans: int, img_size: ImgSi
         reason = first_line(exc)
         raise ConfigError(
             f"backbone {name!r} cannot take {height}x{width} images ({reason.rstrip('.')}); use larger images "
-            "(e.g. data.source.image_size=32)" + ("" if small_input else ", model.small_input=true")
+            "(e.g. data.source.image_size=32)"
+            + ("" if small_input else ", model.small_input=true")
             + " or a backbone that downsamples less"
         ) from None
     finally:
@@ -130,7 +133,9 @@ def feature_dim(model: nn.Module) -> int:
     """D of a timm model built with num_classes=0: the pre-logits width (`head_hidden_size`), else `num_features`."""
     dim = getattr(model, "head_hidden_size", None) or getattr(model, "num_features", None)
     if not dim:
-        raise ConfigError(f"cannot tell the feature dimension of {type(model).__name__}: no head_hidden_size/num_features")
+        raise ConfigError(
+            f"cannot tell the feature dimension of {type(model).__name__}: no head_hidden_size/num_features"
+        )
     return int(dim)
 
 
@@ -153,7 +158,9 @@ def check_backbone_name(name: str) -> None:
     known = list(NCFINE_BACKBONES) + timm.list_models()
     close = difflib.get_close_matches(arch, known, n=6, cutoff=0.6)
     hint = f"closest names: {', '.join(close)}" if close else "no close match"
-    raise ConfigError(f"unknown backbone {name!r}; {hint} (all names: timm.list_models(), plus {', '.join(NCFINE_BACKBONES)})")
+    raise ConfigError(
+        f"unknown backbone {name!r}; {hint} (all names: timm.list_models(), plus {', '.join(NCFINE_BACKBONES)})"
+    )
 
 
 def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict):
@@ -222,4 +229,3 @@ def _create_timm(name: str, in_chans: int, kwargs: dict, *, pretrained: bool) ->
             f"cannot load pretrained weights for backbone {name!r} ({type(exc).__name__}: {first_line(exc)}); "
             "without internet, download them into the Hugging Face cache first (HF_HOME), or set pretrained=false"
         ) from exc
-

@@ -240,7 +240,9 @@ def check_optimizer(optimizer: Callable | None) -> None:
     if optimizer is None:
         return
     if not callable(optimizer):
-        raise ConfigError(f"optimizer must be a factory params -> torch.optim.Optimizer (Hydra _partial_: true), got {optimizer!r}")
+        raise ConfigError(
+            f"optimizer must be a factory params -> torch.optim.Optimizer (Hydra _partial_: true), got {optimizer!r}"
+        )
     keywords = optimizer_keywords(optimizer)
     lr, weight_decay = keywords.get("lr"), keywords.get("weight_decay")
     if lr is not None and not (_is_number(lr) and lr > 0):
@@ -255,7 +257,6 @@ def check_optimizer(optimizer: Callable | None) -> None:
         name = getattr(getattr(optimizer, "func", optimizer), "__name__", "optimizer")
         bound = ", ".join(f"{k}={v!r}" for k, v in keywords.items())
         raise ConfigError(f"optimizer {name}({bound}) is invalid: {first_line(exc)}") from None
-
 
 
 def _is_number(value: Any) -> bool:

@@ -20,7 +20,12 @@ from urllib.parse import urlparse
 from ncfine.utils.errors import ConfigError
 
 CONNECT_TIMEOUT_S = 3.0
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -101,8 +106,10 @@ def check_pretrained_available(name: str, kwargs: dict | None = None) -> None:
         return
     hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
     if not hub_id and not url:
-        raise ConfigError(f"timm has no pretrained weights for backbone {name!r}; set pretrained=false or pass a "
-                          "local file (ncfine-analyze weights=PATH)")
+        raise ConfigError(
+            f"timm has no pretrained weights for backbone {name!r}; set pretrained=false or pass a "
+            "local file (ncfine-analyze weights=PATH)"
+        )
     if hub_id:
         files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else _HF_WEIGHT_FILES
         if _hf_cached(hub_id, files):

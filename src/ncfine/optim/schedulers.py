@@ -23,11 +23,15 @@ SchedulerConfig = dict[str, Any]
 
 def _positive_int(value, what: str, schedule: str) -> int:
     if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"scheduler {schedule} needs {what} >= 1 (got {value!r}); set trainer.max_epochs to a positive number")
+        raise ConfigError(
+            f"scheduler {schedule} needs {what} >= 1 (got {value!r}); set trainer.max_epochs to a positive number"
+        )
     return value
 
 
-def constant(optimizer: Optimizer, *, max_epochs: int | None = None, steps_per_epoch: int | None = None) -> SchedulerConfig:
+def constant(
+    optimizer: Optimizer, *, max_epochs: int | None = None, steps_per_epoch: int | None = None
+) -> SchedulerConfig:
     """lr(t) = lr: the optimizer's learning rate throughout."""
     return {"scheduler": ConstantLR(optimizer, factor=1.0, total_iters=0), "interval": "epoch"}
 
@@ -78,7 +82,7 @@ def multistep(
     milestones: Sequence[float] = (0.5, 0.75),
     gamma: float = 0.1,
 ) -> SchedulerConfig:
-    """"Standard decay": lr(e) = lr * gamma^(number of milestones <= e), milestones given as fractions of
+    """ "Standard decay": lr(e) = lr * gamma^(number of milestones <= e), milestones given as fractions of
     max_epochs (the schedule of Papyan et al. 2020: divide by 10 at 1/3 and 2/3; here 1/2 and 3/4 by default)."""
     epochs = _positive_int(max_epochs, "trainer.max_epochs", "multistep")
     fractions = list(milestones)

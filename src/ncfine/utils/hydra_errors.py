@@ -58,8 +58,11 @@ def describe(exc: BaseException, config_dir: Path | None = None) -> str:
     if isinstance(exc, MissingConfigException) and exc.options and "/" in (exc.missing_cfg_file or ""):
         return _missing_option(exc, config_dir)
     cause = exc.__cause__
-    if isinstance(exc, ConfigCompositionException) and getattr(cause, "full_key", None) and \
-            getattr(cause, "parent_node", None) is not None:
+    if (
+        isinstance(exc, ConfigCompositionException)
+        and getattr(cause, "full_key", None)
+        and getattr(cause, "parent_node", None) is not None
+    ):
         return _unknown_key(exc, cause)
     lines = [ln.strip().rstrip(".") for ln in str(exc).splitlines() if ln.strip()]
     if cause is not None and type(cause).__module__.startswith("omegaconf"):
@@ -115,8 +118,12 @@ def _children_with_key(node, key: str) -> list[str]:
     try:
         for name in node.keys():
             child = node._get_node(name)
-            if hasattr(child, "keys") and not child._is_interpolation() and not child._is_none() \
-                    and key in [str(k) for k in child.keys()]:
+            if (
+                hasattr(child, "keys")
+                and not child._is_interpolation()
+                and not child._is_none()
+                and key in [str(k) for k in child.keys()]
+            ):
                 found.append(str(name))
     except Exception:  # noqa: BLE001 - a hint only: never mask the error being reported
         return []

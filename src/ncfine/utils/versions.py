@@ -5,8 +5,23 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-PACKAGES = ("ncfine", "torch", "torchvision", "pytorch-lightning", "timm", "torchmetrics", "hydra-core", "omegaconf",
-            "numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu", "wandb", "submitit")
+PACKAGES = (
+    "ncfine",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "timm",
+    "torchmetrics",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "faiss-cpu",
+    "faiss-gpu",
+    "wandb",
+    "submitit",
+)
 
 
 def package_versions() -> dict[str, str]:

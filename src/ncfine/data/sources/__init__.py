@@ -28,6 +28,14 @@ def create_source(name: str, **kwargs) -> Source:
 
 
 __all__ = [
-    "REGISTRY", "create_source", "RawSplit", "Source", "CIFAR10Source", "CIFAR100Source", "DigitsSource",
-    "ImageFolderSource", "SyntheticSource", "TensorSource",
+    "REGISTRY",
+    "create_source",
+    "RawSplit",
+    "Source",
+    "CIFAR10Source",
+    "CIFAR100Source",
+    "DigitsSource",
+    "ImageFolderSource",
+    "SyntheticSource",
+    "TensorSource",
 ]

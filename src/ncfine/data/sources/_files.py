@@ -31,7 +31,9 @@ def download_and_extract(url: str, dest_dir: Path, md5: str | None = None) -> No
                 shutil.copyfileobj(response, out, length=1 << 20)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise DataError(f"could not download {url} ({exc}); fetch it by hand and extract it into {dest_dir}") from None
+            raise DataError(
+                f"could not download {url} ({exc}); fetch it by hand and extract it into {dest_dir}"
+            ) from None
         partial.replace(archive)
     if md5 is not None:
         digest = _md5(archive)

@@ -34,7 +34,9 @@ class RawSplit:
 
     def __post_init__(self) -> None:
         if (self.images is None) == (self.x is None):
-            raise DataError("a RawSplit holds either uint8 `images` (N,C,H,W) or float features `x` (N,D), not both/neither")
+            raise DataError(
+                "a RawSplit holds either uint8 `images` (N,C,H,W) or float features `x` (N,D), not both/neither"
+            )
         if self.images is not None and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
             raise DataError(f"images must be uint8 (N,C,H,W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.x is not None and (not self.x.dtype.is_floating_point or self.x.dim() != 2):

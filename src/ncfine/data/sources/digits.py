@@ -23,8 +23,14 @@ class DigitsSource(Source):
     name = "digits"
     default_hierarchy = "mod:5"
 
-    def __init__(self, image_size: int = 32, in_chans: int = 3, test_fraction: float = 0.2, split_seed: int = 0,
-                 interpolation: str = "bilinear"):
+    def __init__(
+        self,
+        image_size: int = 32,
+        in_chans: int = 3,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        interpolation: str = "bilinear",
+    ):
         self.image_size = positive_int(image_size, "image_size")
         self.in_chans = check_in_chans(in_chans)
         if not 0.0 < float(test_fraction) < 1.0:

@@ -31,8 +31,15 @@ class ImageFolderSource(Source):
     name = "imagefolder"
     default_hierarchy = "superclass"
 
-    def __init__(self, root: str | Path, mapping: str | Path | Mapping | None = None, image_size: int = 32,
-                 in_chans: int = 3, train_dir: str = "train", test_dir: str = "test"):
+    def __init__(
+        self,
+        root: str | Path,
+        mapping: str | Path | Mapping | None = None,
+        image_size: int = 32,
+        in_chans: int = 3,
+        train_dir: str = "train",
+        test_dir: str = "test",
+    ):
         if root is None:
             raise DataError("imagefolder needs data.source.root=DIR with DIR/train/<class>/*.jpg")
         self.root = Path(root).expanduser()
@@ -45,7 +52,9 @@ class ImageFolderSource(Source):
 
     def split_dir(self, split: str) -> Path:
         if not self.root.is_dir():
-            raise DataError(f"image folder root {self.root} does not exist; set data.source.root=DIR with DIR/train/<class>/*.jpg")
+            raise DataError(
+                f"image folder root {self.root} does not exist; set data.source.root=DIR with DIR/train/<class>/*.jpg"
+            )
         path = self.root / self.split_dirs[check_split(split)]
         if not path.is_dir():
             raise DataError(f"image folder split {split!r} not found: {path} is not a directory")
@@ -84,7 +93,11 @@ class ImageFolderSource(Source):
             raise DataError(f"{folder} has classes not in the train split: {extra}")
         images, labels = [], []
         for fine, cls in enumerate(names):
-            files = sorted(p for p in (folder / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if cls in present else []
+            files = (
+                sorted(p for p in (folder / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                if cls in present
+                else []
+            )
             if split == "train" and not files:
                 raise DataError(f"class directory {folder / cls} has no images ({', '.join(IMAGE_SUFFIXES)})")
             images.extend(self._decode(p) for p in files)
@@ -121,12 +134,15 @@ def _read_yaml_mapping(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise DataError(f"hierarchy mapping file {path} does not exist (a YAML dict {{coarse: [fine class dirs]}} or {{fine class dir: coarse}})")
+        raise DataError(
+            f"hierarchy mapping file {path} does not exist (a YAML dict {{coarse: [fine class dirs]}} or {{fine class dir: coarse}})"
+        )
     try:
         mapping = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise DataError(f"could not parse {path} as YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(mapping, dict):
-        raise DataError(f"{path} must hold a dict {{coarse: [fine class dirs]}} or {{fine class dir: coarse}}, got {type(mapping).__name__}")
+        raise DataError(
+            f"{path} must hold a dict {{coarse: [fine class dirs]}} or {{fine class dir: coarse}}, got {type(mapping).__name__}"
+        )
     return mapping
-

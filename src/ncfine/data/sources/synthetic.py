@@ -38,19 +38,37 @@ class SyntheticSource(Source):
     is_image = False
     image_size = 1
 
-    def __init__(self, num_coarse: int = 5, fine_per_coarse: int = 2, dim: int = 32, coarse_separation: float = 4.0,
-                 fine_separation: float = 2.0, noise: float = 1.0, n_train_per_fine: int = 200,
-                 n_test_per_fine: int = 100, seed: int = 0):
+    def __init__(
+        self,
+        num_coarse: int = 5,
+        fine_per_coarse: int = 2,
+        dim: int = 32,
+        coarse_separation: float = 4.0,
+        fine_separation: float = 2.0,
+        noise: float = 1.0,
+        n_train_per_fine: int = 200,
+        n_test_per_fine: int = 100,
+        seed: int = 0,
+    ):
         self.num_coarse = positive_int(num_coarse, "num_coarse")
         self.fine_per_coarse = positive_int(fine_per_coarse, "fine_per_coarse")
         self.dim = positive_int(dim, "dim")
-        for name, value in (("coarse_separation", coarse_separation), ("fine_separation", fine_separation),
-                            ("noise", noise)):
+        for name, value in (
+            ("coarse_separation", coarse_separation),
+            ("fine_separation", fine_separation),
+            ("noise", noise),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-        self.coarse_separation, self.fine_separation, self.noise = float(coarse_separation), float(fine_separation), float(noise)
-        self.n_per_fine = {"train": positive_int(n_train_per_fine, "n_train_per_fine"),
-                           "test": positive_int(n_test_per_fine, "n_test_per_fine")}
+        self.coarse_separation, self.fine_separation, self.noise = (
+            float(coarse_separation),
+            float(fine_separation),
+            float(noise),
+        )
+        self.n_per_fine = {
+            "train": positive_int(n_train_per_fine, "n_train_per_fine"),
+            "test": positive_int(n_test_per_fine, "n_test_per_fine"),
+        }
         self.seed = int(seed)
         self._cache: dict[str, RawSplit] = {}
 
@@ -100,5 +118,7 @@ class SyntheticSource(Source):
         return self._cache[split]
 
     def __repr__(self) -> str:
-        return (f"SyntheticSource(num_coarse={self.num_coarse}, fine_per_coarse={self.fine_per_coarse}, dim={self.dim}, "
-                f"coarse_separation={self.coarse_separation}, fine_separation={self.fine_separation}, noise={self.noise})")
+        return (
+            f"SyntheticSource(num_coarse={self.num_coarse}, fine_per_coarse={self.fine_per_coarse}, dim={self.dim}, "
+            f"coarse_separation={self.coarse_separation}, fine_separation={self.fine_separation}, noise={self.noise})"
+        )

@@ -20,11 +20,18 @@ from ncfine.utils.errors import DataError
 class TensorSource(Source):
     name = "tensors"
 
-    def __init__(self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                 fine_names: Sequence[str] | None = None, train_coarse: torch.Tensor | None = None,
-                 test_coarse: torch.Tensor | None = None, coarse_names: Sequence[str] | None = None,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 default_hierarchy: str | None = None):
+    def __init__(
+        self,
+        train: tuple[torch.Tensor, torch.Tensor],
+        test: tuple[torch.Tensor, torch.Tensor],
+        fine_names: Sequence[str] | None = None,
+        train_coarse: torch.Tensor | None = None,
+        test_coarse: torch.Tensor | None = None,
+        coarse_names: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        default_hierarchy: str | None = None,
+    ):
         inputs = {"train": train[0], "test": test[0]}
         fine = {"train": torch.as_tensor(train[1]).long(), "test": torch.as_tensor(test[1]).long()}
         coarse = {"train": train_coarse, "test": test_coarse}
