@@ -4,6 +4,7 @@
 #                   2 xdist workers)
 # and the complete tier that CI runs (.ci/run):
 #   make test-all   everything, adding the long end-to-end fault, sweep, DDP and real-SLURM tests
+#   make lint       ruff check + ruff format --check (CI runs it before the tests; `make format` fixes)
 # All create .venv on first use and are quick once it exists.
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ FAST_TIER := not slow and not slurm
 TEST_JOBS ?= 2
 XDIST     := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-all lint format install clean
 
 install: $(STAMP)
 
@@ -38,6 +39,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PYTEST) $(PYTEST_ARGS)
+
+# The same checks as .pre-commit-config.yaml; configured in pyproject.toml ([tool.ruff]).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) logs outputs multirun .pytest_cache

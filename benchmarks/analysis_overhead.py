@@ -19,9 +19,6 @@ run has no analysis callbacks).
 
 from __future__ import annotations
 
-
-import torch
-
 from _harness import (
     device_name,
     mean_after_warmup,

@@ -23,7 +23,8 @@ import json
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -104,7 +105,7 @@ def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = Fal
                 continue
             reps = 1 if n >= 1_000_000 else repeats
             times, (_, _, inertia) = timed(
-                lambda: kmeans(x, k, n_init=n_init, max_iter=max_iter, backend=backend), device, reps
+                partial(kmeans, x, k, n_init=n_init, max_iter=max_iter, backend=backend), device, reps
             )
             add(
                 "kmeans",
@@ -124,9 +125,9 @@ def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = Fal
         n_train, n_test, d = n_train // scale_n, n_test // scale_n, d // scale_d
         x_train, _, y_train = hierarchical(n_train, d, device, seed=0)
         x_test, _, y_test = hierarchical(n_test, d, device, seed=1)
-        times, res = timed(lambda: linear_probe(x_train, y_train, x_test, y_test, num_classes=10), device, repeats)
+        times, res = timed(partial(linear_probe, x_train, y_train, x_test, y_test, num_classes=10), device, repeats)
         add("linear_probe", f"{n_train}->{n_test} x{d}", "lbfgs", times, "acc", res["acc"], "max_iter=100")
-        times, res = timed(lambda: knn_probe(x_train, y_train, x_test, y_test, k=20), device, repeats)
+        times, res = timed(partial(knn_probe, x_train, y_train, x_test, y_test, k=20), device, repeats)
         add("knn_probe", f"{n_train}->{n_test} x{d}", "cosine", times, "acc", res["acc"], "k=20")
 
     # the per-epoch bundle of FineRecoveryCallback
@@ -137,15 +138,15 @@ def run(device: torch.device, quick: bool, repeats: int, bundle_only: bool = Fal
         if backend == "faiss" and not _faiss_usable(device.type != "cpu"):
             continue
 
-        def bundle():
+        def bundle(backend=backend):
             per = fine_recovery(x_test, c_test, y_test, mode="per_coarse", backend=backend)
             glob = fine_recovery(x_test, c_test, y_test, mode="global", backend=backend)
             probe = linear_probe(x_train, y_train, x_test, y_test, num_classes=10)
             return per["acc"], glob["acc"], probe["acc"]
 
         for part, fn in [
-            ("per_coarse", lambda: fine_recovery(x_test, c_test, y_test, mode="per_coarse", backend=backend)),
-            ("global", lambda: fine_recovery(x_test, c_test, y_test, mode="global", backend=backend)),
+            ("per_coarse", partial(fine_recovery, x_test, c_test, y_test, mode="per_coarse", backend=backend)),
+            ("global", partial(fine_recovery, x_test, c_test, y_test, mode="global", backend=backend)),
         ]:
             times, res = timed(fn, device, repeats)
             add(f"  {part}", f"{n_test}x{d}", backend, times, "acc", res["acc"], "n_init=10 max_iter=100")

@@ -46,7 +46,7 @@ def plain_loop(
     generator = torch.Generator(device=device).manual_seed(0)
     n = images.shape[0]
     times = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         sync(device)
         start = time.perf_counter()
         order = torch.randperm(n, device=device, generator=generator)

@@ -25,7 +25,7 @@ import torch
 from ncfine.analysis.collapse import nc_metrics
 from ncfine.analysis.probes import knn_probe, linear_probe
 from ncfine.api import compose
-from ncfine.callbacks.features import Features, extract_features, subset_indices
+from ncfine.features import Features, extract_features, subset_indices
 from ncfine.pipeline import build
 
 

@@ -10,7 +10,6 @@ Used by tests/test_ddp.py (a script, not a test module: ddp_spawn needs a __main
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from pathlib import Path

@@ -18,9 +18,10 @@ import pytorch_lightning as pl
 import torch
 
 from ncfine.callbacks import NeuralCollapseCallback
-from ncfine.callbacks.features import FeatureStore, extract_features
+from ncfine.callbacks.feature_store import FeatureStore
 from ncfine.data import HierarchicalDataModule
 from ncfine.data.sources import DigitsSource
+from ncfine.features import extract_features
 from ncfine.models import CoarseClassifier
 
 

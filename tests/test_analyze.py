@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 from conftest import FAST, run_cli
-
 from ncfine.api import analyze_run, compose, compose_analyze, train
 from ncfine.utils.errors import ConfigError
 
@@ -143,9 +142,9 @@ def test_python_api_on_any_module_with_loaders():
 
 
 def test_weights_file_with_its_own_head(tmp_path):
-    from ncfine.layerwise.sources import build_model
-
     import timm
+
+    from ncfine.layerwise.sources import build_model
 
     source = timm.create_model("resnet10t", num_classes=5)
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "r.pth")
@@ -158,9 +157,9 @@ def test_weights_file_with_its_own_head(tmp_path):
 
 
 def test_weights_for_another_architecture_is_a_one_line_error(tmp_path):
-    from ncfine.layerwise.sources import build_model
-
     import timm
+
+    from ncfine.layerwise.sources import build_model
 
     torch.save(timm.create_model("resnet10t", num_classes=5).state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(

@@ -406,7 +406,7 @@ def run_case_in_process(case: Case, base: Path) -> Result:
                 train_cli.main()
             except SystemExit as exc:
                 returncode = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:  # a traceback is what the test must catch, not crash on
+            except BaseException:  # noqa: BLE001 - a traceback is what the test must catch, not crash on
                 import traceback
 
                 traceback.print_exc(file=stderr)

@@ -421,7 +421,7 @@ def test_dataloader_and_device_paths_share_the_augmentation_distribution():
         loader = dm.train_dataloader()
         assert isinstance(loader, DeviceLoader) == resident
         stats[resident] = crop_statistics(loader, epochs=8, pad=pad)  # 2048 crops each
-    for resident, (dy, dx, flips, lo, hi) in stats.items():
+    for dy, dx, flips, lo, hi in stats.values():
         assert lo == 0.0 and hi == pytest.approx(16 / 255)  # zero padding appears; values stay the pattern's
         for offsets in (dy, dx):
             freq = torch.bincount(offsets, minlength=bins).double() / len(offsets)

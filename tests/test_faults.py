@@ -72,7 +72,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one_then_to_a_fresh_sta
     resumed = run_cli([*args, "trainer.max_epochs=3"], env={"NCFINE_ROOT": str(tmp_path)})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr  # Hydra sends log records to stdout and RUN_DIR/train.log
-    warnings = [l for l in log.splitlines() if "last.ckpt is unreadable" in l]
+    warnings = [line for line in log.splitlines() if "last.ckpt is unreadable" in line]
     assert len(warnings) == 1 and "falling back" in warnings[0], log[-3000:]
     assert "previous.ckpt (saved during epoch 0)" in log
     assert epochs_in(run_dir) == [0, 1, 2]  # epoch 1 redone from the epoch-0 checkpoint, listed once

@@ -6,9 +6,15 @@ import torch
 import torch.nn as nn
 
 from ncfine.analysis.layerwise import layer_key, layerwise_metrics
-from ncfine.layerwise.discovery import PENULTIMATE, default_layers, resolve_layers, stage_layers
-from ncfine.layerwise.extract import LayerTaps, as_layer_model
-from ncfine.layerwise.pooling import pool_output
+from ncfine.features import (
+    PENULTIMATE,
+    LayerTaps,
+    as_layer_model,
+    default_layers,
+    pool_output,
+    resolve_layers,
+    stage_layers,
+)
 from ncfine.models.backbone import create_backbone
 from ncfine.utils.errors import ConfigError
 
@@ -154,7 +160,6 @@ def test_layer_keys_rename_the_training_keys():
 
 def test_layerwise_callback_logs_every_layer_in_training(tmp_path):
     from conftest import FAST
-
     from ncfine.api import compose, train
 
     cfg = compose(

@@ -74,7 +74,7 @@ class Sweep:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"sweep still running after {timeout} s: {self.err.read_text()[-3000:]}")
+            raise AssertionError(f"sweep still running after {timeout} s: {self.err.read_text()[-3000:]}") from None
         return rc, self.out.read_text(), self.err.read_text()
 
     def wait_until(self, predicate, what, timeout=180):

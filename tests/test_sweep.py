@@ -31,7 +31,7 @@ def epochs_in(run_dir):
 
 
 def summary_line(stderr):
-    lines = [l for l in stderr.splitlines() if l.startswith("ncfine: sweep")]
+    lines = [line for line in stderr.splitlines() if line.startswith("ncfine: sweep")]
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
 

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from ncfine.sweep_status import (
     MANIFEST_DIR,
     OWNER_LOCK,
-    SweepStatusCallback,
     SweepDirBusy,
+    SweepStatusCallback,
     claim_sweep_dir,
     job_statuses,
     record_dead_job,

@@ -12,8 +12,9 @@ results = analyze_run(compose_analyze(["run=runs/quick"], run_dir="runs/quick_an
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir

@@ -61,6 +61,7 @@ def register_launchers() -> None:
     `hydra/launcher=slurm` would fail with "Unknown plugin class" there. Registering twice is harmless.
     """
     from hydra.core.plugins import Plugins
+
     from hydra_plugins.ncfine_launcher.launcher import NcfineLocalLauncher, NcfineSlurmLauncher
 
     for launcher in (NcfineLocalLauncher, NcfineSlurmLauncher):

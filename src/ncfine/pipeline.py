@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ncfine.callbacks.run_files import RunFilesCallback
 from ncfine.loggers import finish_loggers, log_run_config
+from ncfine.run_dir import config_summary
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
 from ncfine.utils.checkpoints import RESUME_ORDER
 from ncfine.utils.errors import DivergedError, NcfineError
@@ -78,7 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except NcfineError as exc:
         record.finish("failed", run_files, started, error=str(exc))
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure must land in results.json
+    except Exception as exc:
         record.finish("failed", run_files, started, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
@@ -199,44 +200,6 @@ class ResultsRecorder:
             "versions": package_versions(),
             "run_dir": str(self.run_dir),
         }
-
-
-def config_summary(cfg: DictConfig) -> dict[str, Any]:
-    """The handful of config values a sweep table is indexed by."""
-    select = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
-    return {
-        "backbone": select("model.backbone"),
-        "lr": select("optimizer.lr"),
-        "weight_decay": select("optimizer.weight_decay"),
-        "optimizer": str(select("optimizer._target_")).rsplit(".", 1)[-1],
-        "scheduler": str(select("scheduler._target_")).rsplit(".", 1)[-1],
-        "data": _choice("data") or _source_name(select("data.source._target_")),
-        "hierarchy": OmegaConf.to_container(select("data.hierarchy"))
-        if OmegaConf.is_config(select("data.hierarchy"))
-        else select("data.hierarchy"),
-        "batch_size": select("data.batch_size"),
-        "max_epochs": select("trainer.max_epochs"),
-        "seed": select("seed"),
-        "task_name": select("task_name"),
-        "sweep_name": select("sweep_name"),
-    }
-
-
-def _source_name(target: str | None) -> str:
-    """The data config's name (`digits`) for a source class path, as a CLI run records it."""
-    from ncfine.data.sources import REGISTRY
-
-    cls_name = str(target).rsplit(".", 1)[-1]
-    return next((name for name, cls in REGISTRY.items() if cls.__name__ == cls_name), cls_name)
-
-
-def _choice(group: str) -> str | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().runtime.choices.get(group)
-    except Exception:  # noqa: BLE001 - outside a Hydra run (compose API, notebooks)
-        return None
 
 
 def _is_rank_zero() -> bool:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -217,7 +217,7 @@ def plot_depth_curves(
     for i, (label, metrics, layers) in enumerate(runs):
         x = list(range(len(layers))) if same else [d / max(1, len(layers) - 1) for d in range(len(layers))]
         color = f"C{i % 10}"
-        for ax, (name, key, log_scale) in zip(axes[0], DEPTH_PANELS):
+        for ax, (_, key, _) in zip(axes[0], DEPTH_PANELS):
             splits = ("train", "test") if "{split}" in key else (None,)
             for split in splits:
                 values = [metrics.get(f"layer/{layer}/{key.format(split=split)}") for layer in layers]

@@ -29,8 +29,9 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf

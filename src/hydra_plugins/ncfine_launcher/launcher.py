@@ -11,8 +11,9 @@ replaced; submitit is imported lazily, as there, to keep Hydra's plugin discover
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
@@ -30,11 +31,11 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 class _CollectingLauncher(BaseSubmititLauncher):
     def __call__(
         self,
-        sweep_overrides: List[str],
+        sweep_overrides: list[str],
         job_dir_key: str,
         job_num: int,
         job_id: str,
-        singleton_state: Dict[type, Singleton],
+        singleton_state: dict[type, Singleton],
     ) -> JobReturn:
         # In the job's process (unpickled by submitit), before Hydra configures its logging.
         from ncfine.submitit_jobs import quiet_submitit_logging
@@ -69,7 +70,7 @@ class _CollectingLauncher(BaseSubmititLauncher):
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
 
-        job_params: List[Any] = []
+        job_params: list[Any] = []
         for idx, overrides in enumerate(job_overrides):
             idx = initial_job_idx + idx
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -78,7 +79,7 @@ class _CollectingLauncher(BaseSubmititLauncher):
         jobs = self._watch(executor.map_array(self, *zip(*job_params)))
         return collect_outcomes(jobs, job_overrides, initial_job_idx, sweep_dir)
 
-    def _watch(self, jobs: List[Any]) -> List[Any]:
+    def _watch(self, jobs: list[Any]) -> list[Any]:
         return jobs
 
 
@@ -89,7 +90,7 @@ class NcfineLocalLauncher(_CollectingLauncher, LocalLauncher):
 class NcfineSlurmLauncher(_CollectingLauncher, SlurmLauncher):
     """`hydra/launcher=slurm`: the sweep as one SLURM job array."""
 
-    def _watch(self, jobs: List[Any]) -> List[Any]:
+    def _watch(self, jobs: list[Any]) -> list[Any]:
         from ncfine.submitit_jobs import watch_with_queue
 
         return watch_with_queue(jobs)

@@ -529,7 +529,7 @@ class NCAccumulator:
         self.scatter.addmm_((delta * pair_weight[:, None]).T, delta)
         self.counts = total
 
-    def merge(self, other: "NCAccumulator") -> "NCAccumulator":
+    def merge(self, other: NCAccumulator) -> NCAccumulator:
         """Fold another accumulator's pass-1 statistics into this one (e.g. one per worker)."""
         if not isinstance(other, NCAccumulator) or other.num_classes != self.num_classes:
             raise ValueError("merge() needs an NCAccumulator with the same num_classes")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -206,7 +206,7 @@ def _import_faiss():
     return require("faiss", package="faiss-cpu", extra="faiss", feature="kmeans backend 'faiss'")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _faiss_usable(on_gpu: bool) -> bool:
     try:
         faiss = _import_faiss()

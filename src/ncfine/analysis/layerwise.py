@@ -14,7 +14,7 @@ and `layer/<layer>/dim` (the feature dimension), so the depth order survives a C
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

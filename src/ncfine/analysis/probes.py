@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -216,7 +216,7 @@ def _as_cuda_graph(warm_up: Callable[[], None], block: Callable[[], None]) -> Ca
         with torch.cuda.graph(graph):
             block()
     except RuntimeError as exc:  # an op that cannot be captured on this torch/CUDA: stay eager
-        warnings.warn(f"linear_probe: CUDA graph capture failed ({exc}); running eagerly", RuntimeWarning)
+        warnings.warn(f"linear_probe: CUDA graph capture failed ({exc}); running eagerly", RuntimeWarning, stacklevel=2)
         return block
     return graph.replay
 

@@ -11,7 +11,7 @@ from `ncfine.analysis.recovery`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -15,15 +15,14 @@ so a metric means the same thing wherever it is logged:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from ncfine.analysis.collapse import nc_metrics
 from ncfine.analysis.probes import knn_probe, linear_probe
 from ncfine.analysis.recovery import fine_recovery
-
-RECOVERY_MODES = ("per_coarse", "global")
+from ncfine.analysis.settings import RECOVERY_MODES, RecoverySettings, resolve_settings
 
 
 def collapse_keys(
@@ -125,24 +124,17 @@ def feature_metrics(
     fine: bool = True,
     nc_splits: Sequence[str] | None = None,
     recovery_splits: Sequence[str] = ("test",),
-    modes: Sequence[str] = RECOVERY_MODES,
-    normalize: str = "none",
-    kmeans_backend: str = "auto",
-    kmeans_n_init: int = 10,
-    kmeans_max_iter: int = 100,
-    probe: bool = True,
-    probe_weight_decay: float = 1e-4,
-    probe_max_iter: int = 100,
-    knn: bool = True,
-    knn_k: int = 20,
-    seed: int = 0,
+    settings: RecoverySettings | None = None,
+    **recovery,
 ) -> dict[str, float]:
     """Every training key (module docstring) for one set of features per split.
 
     `fine=False` (coarse and fine labels are the same classes) leaves out everything fine.
     NC runs on `nc_splits` (default: every split given), k-means on `recovery_splits` that are
-    given, the probes when both `train` and `test` are given.
+    given, the probes when both `train` and `test` are given; `settings` (a `RecoverySettings`, or
+    its fields as keywords `recovery`; default `RecoverySettings()`) say how.
     """
+    settings = resolve_settings(settings, recovery, "feature_metrics")
     metrics: dict[str, float] = {}
     for split in nc_splits if nc_splits is not None else list(splits):
         if split in splits:
@@ -164,34 +156,10 @@ def feature_metrics(
     for split in recovery_splits:
         if split in splits:
             h, coarse, fine_labels = splits[split]
-            metrics.update(
-                recovery_keys(
-                    split,
-                    h,
-                    coarse,
-                    fine_labels,
-                    modes=modes,
-                    normalize=normalize,
-                    kmeans_backend=kmeans_backend,
-                    kmeans_n_init=kmeans_n_init,
-                    kmeans_max_iter=kmeans_max_iter,
-                    seed=seed,
-                )
-            )
-    if (probe or knn) and "train" in splits and "test" in splits:
+            metrics.update(recovery_keys(split, h, coarse, fine_labels, **settings.kmeans_options()))
+    if (settings.probe or settings.knn) and "train" in splits and "test" in splits:
         (train_h, _, train_fine), (test_h, _, test_fine) = splits["train"], splits["test"]
         metrics.update(
-            probe_keys(
-                train_h,
-                train_fine,
-                test_h,
-                test_fine,
-                probe=probe,
-                probe_weight_decay=probe_weight_decay,
-                probe_max_iter=probe_max_iter,
-                knn=knn,
-                knn_k=knn_k,
-                num_fine=num_fine,
-            )
+            probe_keys(train_h, train_fine, test_h, test_fine, num_fine=num_fine, **settings.probe_options())
         )
     return metrics

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 
-from ncfine.callbacks.features import ANALYSIS_SPLITS, Features, FeatureStore, check_sample_caps, samples_cap
+from ncfine.callbacks.feature_store import FeatureStore
+from ncfine.features import ANALYSIS_SPLITS, Features, check_sample_caps, samples_cap
 from ncfine.utils.errors import ConfigError
 
 VALID_SPLITS = ANALYSIS_SPLITS

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from ncfine.analysis.recovery import NORMALIZERS
+from ncfine.analysis.settings import RecoverySettings
 from ncfine.analysis.training_keys import probe_keys, recovery_keys
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
-from ncfine.utils.errors import ConfigError
 from ncfine.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
-
-VALID_MODES = ("per_coarse", "global")
 
 
 class FineRecoveryCallback(EpochAnalysisCallback):
@@ -30,50 +27,25 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         every_n_epochs: int = 1,
         splits: Sequence[str] = ("test",),
         max_samples: int | None = None,
-        modes: Sequence[str] = VALID_MODES,
-        normalize: str = "none",
-        kmeans_backend: str = "auto",
-        kmeans_n_init: int = 10,
-        kmeans_max_iter: int = 100,
-        probe: bool = True,
-        probe_weight_decay: float = 1e-4,
-        probe_max_iter: int = 100,
-        knn: bool = True,
-        knn_k: int = 20,
-        seed: int = 0,
         max_samples_per_split: Mapping[str, int | None] | None = None,
+        **recovery,
     ):
+        """recovery: the options of `ncfine.analysis.settings.RecoverySettings` (modes, normalize,
+        kmeans_*, probe*, knn*, seed), flat in `callbacks.fine_recovery` as in conf/recovery/default.yaml."""
         super().__init__(every_n_epochs, splits, max_samples, max_samples_per_split)
-        bad = [m for m in modes if m not in VALID_MODES]
-        if bad:
-            raise ConfigError(f"unknown fine-recovery mode(s) {bad}; valid modes are {list(VALID_MODES)}")
-        if normalize not in NORMALIZERS:
-            # Checked here, not in the first epoch's fine_recovery call, so a typo fails before training.
-            raise ConfigError(f"unknown fine-recovery normalize {normalize!r}; valid values are {list(NORMALIZERS)}")
-        self.modes = tuple(modes)
-        self.kmeans_kwargs = dict(
-            normalize=normalize,
-            kmeans_backend=kmeans_backend,
-            kmeans_n_init=kmeans_n_init,
-            kmeans_max_iter=kmeans_max_iter,
-            seed=seed,
-        )
-        self.probe, self.knn = probe, knn
-        self.probe_kwargs = dict(
-            probe=probe, probe_weight_decay=probe_weight_decay, probe_max_iter=probe_max_iter, knn=knn, knn_k=knn_k
-        )
+        self.settings = RecoverySettings.from_options(recovery, "callbacks.fine_recovery")
         self._skip_logged = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # Fail before the first epoch, not after it, when the backend cannot run here.
         from ncfine.analysis.kmeans import resolve_backend
 
-        resolve_backend(self.kmeans_kwargs["kmeans_backend"])
+        resolve_backend(self.settings.kmeans_backend)
 
     def required_splits(self, trainer) -> tuple[str, ...]:
         if trainer.datamodule.hierarchy.is_identity:
             return ()
-        probes = ("train", "test") if (self.probe or self.knn) else ()
+        probes = ("train", "test") if (self.settings.probe or self.settings.knn) else ()
         return tuple(dict.fromkeys((*self.splits, *probes)))
 
     def compute(self, trainer, pl_module) -> dict[str, float]:
@@ -86,12 +58,12 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         metrics: dict[str, float] = {}
         for split in self.splits:
             feats = self.features(trainer, pl_module, split)
-            metrics.update(
-                recovery_keys(split, feats.h, feats.coarse, feats.fine, modes=self.modes, **self.kmeans_kwargs)
-            )
-        if self.probe or self.knn:
+            metrics.update(recovery_keys(split, feats.h, feats.coarse, feats.fine, **self.settings.kmeans_options()))
+        if self.settings.probe or self.settings.knn:
             train, test = self.features(trainer, pl_module, "train"), self.features(trainer, pl_module, "test")
             metrics.update(
-                probe_keys(train.h, train.fine, test.h, test.fine, num_fine=hierarchy.num_fine, **self.probe_kwargs)
+                probe_keys(
+                    train.h, train.fine, test.h, test.fine, num_fine=hierarchy.num_fine, **self.settings.probe_options()
+                )
             )
         return metrics

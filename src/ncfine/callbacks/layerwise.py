@@ -1,8 +1,8 @@
 """Layer-wise NC and fine-class recovery every n epochs: `callbacks=layerwise`.
 
 The same machinery as `ncfine-analyze`: one eval pass per split gives every chosen layer
-(`ncfine.layerwise.extract`, forward hooks pooling as they go), gathered over DDP ranks with the
-shared `_gather_unique`, over the same fixed subsets (`max_samples`, `max_samples_per_split`) as
+(`ncfine.features.extract_layer_features`, forward hooks pooling as they go), gathered over DDP
+ranks with the shared `gather_unique`, over the same fixed subsets (`max_samples`, `max_samples_per_split`) as
 the other analysis callbacks; rank 0 computes `ncfine.analysis.layerwise.layerwise_metrics` and
 the result is broadcast and logged under `layer/<layer>/<split>/<metric>` (plus
 `layer/<layer>/depth` and `/dim`).
@@ -12,26 +12,32 @@ here it gets the `layer/penultimate/...` keys as well, so depth curves end at th
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from ncfine.analysis.layerwise import layerwise_metrics
-from ncfine.analysis.recovery import NORMALIZERS
+from ncfine.analysis.settings import RecoverySettings
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
-from ncfine.callbacks.features import Features, extraction_autocast, subset_indices
-from ncfine.layerwise.discovery import PENULTIMATE
-from ncfine.layerwise.extract import as_layer_model, extract_layer_features
-from ncfine.layerwise.pooling import check_pool
-from ncfine.utils.errors import ConfigError
+from ncfine.features import (
+    PENULTIMATE,
+    Features,
+    as_layer_model,
+    check_pool,
+    extract_layer_features,
+    extraction_autocast,
+    resolve_layers,
+    subset_indices,
+)
 
 
 class LayerwiseCallback(EpochAnalysisCallback):
     """Every `every_n_epochs` (and at the end of fit): the metrics of `ncfine-analyze` per layer.
 
     layers: module names inside the backbone, `input`, `penultimate`; null = every timm stage +
-    penultimate. pool / flatten_size: see `ncfine.layerwise.pooling`. The k-means / probe settings
-    are those of `FineRecoveryCallback`.
+    penultimate. pool / flatten_size: see `ncfine.features.pooling`. recovery: the k-means / probe
+    options of `ncfine.analysis.settings.RecoverySettings`, flat in `callbacks.layerwise` as in
+    `callbacks.fine_recovery`.
     """
 
     def __init__(
@@ -43,45 +49,19 @@ class LayerwiseCallback(EpochAnalysisCallback):
         pool: str = "avg",
         flatten_size: int = 4,
         recovery_splits: Sequence[str] = ("test",),
-        modes: Sequence[str] = ("per_coarse", "global"),
-        normalize: str = "none",
-        kmeans_backend: str = "auto",
-        kmeans_n_init: int = 10,
-        kmeans_max_iter: int = 100,
-        probe: bool = True,
-        probe_weight_decay: float = 1e-4,
-        probe_max_iter: int = 100,
-        knn: bool = True,
-        knn_k: int = 20,
-        seed: int = 0,
         max_samples_per_split: Mapping[str, int | None] | None = None,
+        **recovery,
     ):
         super().__init__(every_n_epochs, splits, max_samples, max_samples_per_split)
         check_pool(pool, flatten_size)
-        if normalize not in NORMALIZERS:
-            raise ConfigError(f"unknown layerwise normalize {normalize!r}; valid values are {list(NORMALIZERS)}")
         self.layers = list(layers) if layers is not None else None
         self.pool, self.flatten_size = pool, flatten_size
-        self.settings = dict(
-            recovery_splits=tuple(recovery_splits),
-            modes=tuple(modes),
-            normalize=normalize,
-            kmeans_backend=kmeans_backend,
-            kmeans_n_init=kmeans_n_init,
-            kmeans_max_iter=kmeans_max_iter,
-            probe=probe,
-            probe_weight_decay=probe_weight_decay,
-            probe_max_iter=probe_max_iter,
-            knn=knn,
-            knn_k=knn_k,
-            seed=seed,
-        )
+        self.recovery_splits = tuple(recovery_splits)
+        self.settings = RecoverySettings.from_options(recovery, "callbacks.layerwise")
         self._features: dict[str, dict[str, Features]] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # A misspelt layer fails before the first epoch, not after it.
-        from ncfine.layerwise.discovery import resolve_layers
-
         resolve_layers(as_layer_model(pl_module).root, self.layers)
 
     def required_splits(self, trainer) -> tuple[str, ...]:
@@ -129,5 +109,6 @@ class LayerwiseCallback(EpochAnalysisCallback):
             num_coarse=hierarchy.num_coarse,
             num_fine=hierarchy.num_fine,
             fine=not hierarchy.is_identity,
-            **self.settings,
+            recovery_splits=self.recovery_splits,
+            settings=self.settings,
         )

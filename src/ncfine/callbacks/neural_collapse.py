@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ncfine.analysis.training_keys import collapse_keys
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from ncfine.callbacks.features import FeatureStore
+from ncfine.callbacks.feature_store import FeatureStore
 from ncfine.utils.errors import ConfigError
 from ncfine.utils.logging import RankedLogger
 

@@ -8,13 +8,11 @@ restores the table from it, so every epoch appears exactly once in metrics.csv w
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -23,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.callbacks.preemption import PreemptionSignals
+from ncfine.run_dir import rows_to_csv
 from ncfine.utils.atomic import atomic_write_text
 from ncfine.utils.checkpoints import LAST, PREVIOUS
 from ncfine.utils.logging import RankedLogger
@@ -137,21 +136,6 @@ class RunFilesCallback(Checkpoint):
 
     def _write_table(self) -> None:
         atomic_write_text(self.run_dir / "metrics.csv", rows_to_csv(self.rows))
-
-
-def rows_to_csv(rows: list[dict[str, float]]) -> str:
-    """One row per epoch, `epoch` first, then the metric keys sorted; missing values left empty."""
-    keys = sorted({k for row in rows for k in row if k != "epoch"})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["epoch", *keys], restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (int(v) if k == "epoch" else _format(v)) for k, v in row.items()})
-    return buffer.getvalue()
-
-
-def _format(value: float) -> str:
-    return repr(float(value)) if not math.isnan(value) else "nan"
 
 
 def _to_float(value: Any) -> float:

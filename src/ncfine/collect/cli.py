@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ncfine.collect.heatmaps import write_heatmaps
 from ncfine.collect.loading import load_runs

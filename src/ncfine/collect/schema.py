@@ -3,7 +3,8 @@ error type, and the status tally used in titles and cells."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CONFIG_COLUMNS = ("data", "backbone", "lr", "weight_decay", "seed")
 METRIC_COLUMNS = (

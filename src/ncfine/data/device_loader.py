@@ -18,7 +18,7 @@ replay the same order; used on its own, each new iteration advances the epoch.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -17,8 +17,7 @@ Ways to build one (all validated, all raise a one-line DataError naming the offe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -91,7 +90,7 @@ class LabelHierarchy:
 
     # ----------------------------------------------------------------------------- constructors
     @classmethod
-    def modulo(cls, num_fine: int, num_coarse: int, fine_names: Sequence[str] | None = None) -> "LabelHierarchy":
+    def modulo(cls, num_fine: int, num_coarse: int, fine_names: Sequence[str] | None = None) -> LabelHierarchy:
         """g(f) = f mod K. CIFAR-10 with K=5: {airplane,dog} {automobile,frog} {bird,horse} {cat,ship} {deer,truck}."""
         num_fine, num_coarse = _positive(num_fine, "num_fine"), _positive(num_coarse, "num_coarse")
         if num_coarse > num_fine:
@@ -99,13 +98,13 @@ class LabelHierarchy:
         return cls([f % num_coarse for f in range(num_fine)], fine_names)
 
     @classmethod
-    def identity(cls, num_fine: int, names: Sequence[str] | None = None) -> "LabelHierarchy":
+    def identity(cls, num_fine: int, names: Sequence[str] | None = None) -> LabelHierarchy:
         """g(f) = f: coarse labels are the fine labels (the 'normal training' baseline)."""
         num_fine = _positive(num_fine, "num_fine")
         return cls(list(range(num_fine)), names, names)
 
     @classmethod
-    def from_mapping(cls, mapping, fine_names: Sequence[str] | None = None) -> "LabelHierarchy":
+    def from_mapping(cls, mapping, fine_names: Sequence[str] | None = None) -> LabelHierarchy:
         """From a list (coarse id per fine class), a dict {coarse name: [fine names or ids]}, or (with
         fine_names) a dict {fine name: coarse name or id}.
 
@@ -127,7 +126,7 @@ class LabelHierarchy:
         )
 
     @classmethod
-    def _from_dict(cls, mapping: dict, fine_names: Sequence[str] | None) -> "LabelHierarchy":
+    def _from_dict(cls, mapping: dict, fine_names: Sequence[str] | None) -> LabelHierarchy:
         names = None if fine_names is None else [str(n) for n in fine_names]
         lookup = {} if names is None else {n: i for i, n in enumerate(names)}
         if _is_fine_to_coarse(mapping, lookup):
@@ -180,7 +179,7 @@ class LabelHierarchy:
         num_fine: int | None = None,
         fine_names: Sequence[str] | None = None,
         coarse_names: Sequence[str] | None = None,
-    ) -> "LabelHierarchy":
+    ) -> LabelHierarchy:
         """From per-sample (fine, coarse) label pairs, e.g. CIFAR-100's fine_labels / coarse_labels.
 
         Each fine class must occur and always with the same coarse label.

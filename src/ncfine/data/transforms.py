@@ -12,7 +12,7 @@ They take one image (C, H, W) or a batch (B, C, H, W) of uint8 on any device.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

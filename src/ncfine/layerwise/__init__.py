@@ -1,4 +1,5 @@
-"""Layer-wise analysis: which layers (`discovery`), how each output becomes a vector (`pooling`),
-one eval pass for all of them (`extract`), the Python API (`api.analyze`), and the pieces of
-`ncfine-analyze` (`sources`: model from a run dir / weights file, `run`: one job, `report`).
-The metrics themselves are `ncfine.analysis.layerwise` (pure torch)."""
+"""The analyze application (`ncfine-analyze`, `ncfine.analyze`): the Python API (`api.analyze`),
+where the model comes from (`sources`: a run dir, a weights file, a timm name), one job (`run`)
+and its report (`report`). It stands on `ncfine.features` (one eval pass for every layer) and
+`ncfine.analysis` (the metrics), beside the training pipeline, and imports nothing from
+`ncfine.callbacks`."""

@@ -4,7 +4,7 @@
     metrics = ncfine.analyze(model, datamodule)                       # default layers
     metrics = ncfine.analyze(model, {"train": train_loader, "test": test_loader}, layers=["layer3", "penultimate"])
 
-One eval pass per split gives every layer (`extract.extract_layer_features`), then
+One eval pass per split gives every layer (`ncfine.features.extract_layer_features`), then
 `ncfine.analysis.layerwise.layerwise_metrics` computes the training-time metrics per layer:
 keys `layer/<layer>/<split>/<metric>`, plus the plain training keys (`nc/...`, `fine/...`) of
 `penultimate` and `val/acc` (coarse test accuracy) when the model's linear head has one output per
@@ -13,16 +13,26 @@ coarse class (only then NC3/NC4 too).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ncfine.analysis.layerwise import layerwise_metrics
-from ncfine.callbacks.features import Features, check_sample_caps, samples_cap, subset_indices
-from ncfine.layerwise.discovery import PENULTIMATE
-from ncfine.layerwise.extract import LOGITS, LayerModel, as_layer_model, extract_layer_features
+from ncfine.analysis.settings import RecoverySettings, resolve_settings
+from ncfine.features import (
+    LOGITS,
+    PENULTIMATE,
+    Features,
+    LayerModel,
+    as_layer_model,
+    check_sample_caps,
+    extract_layer_features,
+    samples_cap,
+    subset_indices,
+)
 from ncfine.utils.errors import ConfigError
 
 VALID_SPLITS = ("train", "test")
@@ -60,23 +70,27 @@ def run_analysis(
     num_coarse: int | None = None,
     num_fine: int | None = None,
     autocast_dtype: torch.dtype | None = None,
-    **settings,
+    recovery_splits: Sequence[str] = ("test",),
+    settings: RecoverySettings | None = None,
+    **recovery,
 ) -> LayerAnalysis:
     """Analyse `module` layer by layer on `data`.
 
-    module: any nn.Module (see `extract.as_layer_model` for how its head is found; `head` names it).
+    module: any nn.Module (see `ncfine.features.as_layer_model` for how its head is found; `head` names it).
     data: an ncfine `HierarchicalDataModule` (its hierarchy gives the class counts; the caps take
         the same fixed subset as the training callbacks), or {split: iterable of
         (image, coarse, fine[, index]) batches} (the caps keep the first samples).
     max_samples, max_samples_per_split: how many samples of each split are analysed: the smaller
         of `max_samples` and `max_samples_per_split[split]` (None: all), as in the training callbacks.
-    layers: module names inside the model (`layerwise.discovery`), `input`, `penultimate`; None
+    layers: module names inside the model (`ncfine.features.layers`), `input`, `penultimate`; None
         for the stages + penultimate.
     splits: `train` and/or `test`; the probes need both, k-means runs on `test` by default.
-    pool, flatten_size: how a layer's output becomes a vector (`layerwise.pooling`).
-    settings: k-means / probe settings of `ncfine.analysis.layerwise.feature_metrics`
-        (modes, normalize, kmeans_n_init, probe_max_iter, knn_k, seed, recovery_splits, ...).
+    pool, flatten_size: how a layer's output becomes a vector (`ncfine.features.pooling`).
+    recovery_splits: the splits k-means runs on.
+    settings, recovery: the k-means / probe options, a `RecoverySettings` or its fields as keywords
+        (modes, normalize, kmeans_n_init, probe_max_iter, knn_k, seed, ...).
     """
+    settings = resolve_settings(settings, recovery, "analyze")
     model = as_layer_model(module, head)
     splits = _check_splits(splits)
     per_split = check_sample_caps(max_samples, max_samples_per_split)
@@ -131,7 +145,8 @@ def run_analysis(
         num_coarse=num_coarse,
         num_fine=num_fine,
         fine=fine,
-        **settings,
+        recovery_splits=recovery_splits,
+        settings=settings,
     )
     if weight is not None and "test" in by_split and LOGITS in by_split["test"]:
         logits = by_split["test"][LOGITS]

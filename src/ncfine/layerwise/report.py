@@ -4,8 +4,9 @@ penultimate features (the table `ncfine-train` prints), the per-layer table and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ncfine.utils.atomic import atomic_write_text
 

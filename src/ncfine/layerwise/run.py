@@ -15,12 +15,15 @@ with the command line's `data.*` on top.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ncfine.analysis.settings import RecoverySettings
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
 from ncfine.utils.errors import ConfigError, NcfineError
 from ncfine.utils.logging import RankedLogger
@@ -30,17 +33,7 @@ log = RankedLogger(__name__)
 # analyze.yaml key -> the run's callback key it inherits from (when not on the command line)
 INHERITED = {
     "analysis.recovery_splits": "callbacks.fine_recovery.splits",
-    "analysis.modes": "callbacks.fine_recovery.modes",
-    "analysis.normalize": "callbacks.fine_recovery.normalize",
-    "analysis.kmeans_backend": "callbacks.fine_recovery.kmeans_backend",
-    "analysis.kmeans_n_init": "callbacks.fine_recovery.kmeans_n_init",
-    "analysis.kmeans_max_iter": "callbacks.fine_recovery.kmeans_max_iter",
-    "analysis.probe": "callbacks.fine_recovery.probe",
-    "analysis.probe_weight_decay": "callbacks.fine_recovery.probe_weight_decay",
-    "analysis.probe_max_iter": "callbacks.fine_recovery.probe_max_iter",
-    "analysis.knn": "callbacks.fine_recovery.knn",
-    "analysis.knn_k": "callbacks.fine_recovery.knn_k",
-    "analysis.seed": "callbacks.fine_recovery.seed",
+    **{f"analysis.{f.name}": f"callbacks.fine_recovery.{f.name}" for f in fields(RecoverySettings)},
 }
 
 
@@ -100,20 +93,20 @@ def analyze_job(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any
     except NcfineError as exc:
         _write_failed(out, cfg, str(exc), started)
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure must land in results.json
+    except Exception as exc:
         _write_failed(out, cfg, f"{type(exc).__name__}: {exc}", started)
         raise
 
 
 def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
-    from ncfine.callbacks.run_files import rows_to_csv
+    import pytorch_lightning as pl
+
     from ncfine.layerwise.api import run_analysis
     from ncfine.layerwise.report import write_report
     from ncfine.layerwise.sources import build_model
-    from ncfine.models.classifier import _plain_dict
+    from ncfine.run_dir import rows_to_csv
+    from ncfine.utils.containers import plain_dict
     from ncfine.utils.instantiate import instantiate
-
-    import pytorch_lightning as pl
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -129,7 +122,7 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
             small_input=bool(cfg.model.small_input),
             pretrained=bool(cfg.model.pretrained),
             width=cfg.model.get("width", 1.0),
-            backbone_kwargs=_plain_dict(cfg.model.get("backbone_kwargs")),
+            backbone_kwargs=plain_dict(cfg.model.get("backbone_kwargs"), "model.backbone_kwargs"),
         )
     device = _device(cfg.get("device", "auto"))
     module = loaded.module.to(device)
@@ -145,7 +138,7 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
         layers,
         splits=list(cfg.splits),
         max_samples=cfg.get("max_samples"),
-        max_samples_per_split=_plain_dict(cfg.get("max_samples_per_split")),
+        max_samples_per_split=plain_dict(cfg.get("max_samples_per_split"), "max_samples_per_split"),
         pool=cfg.pool,
         flatten_size=int(cfg.flatten_size),
         device=device,
@@ -199,7 +192,7 @@ def _payload(
     out: Path,
     run_cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
-    from ncfine.pipeline import _source_name, config_summary
+    from ncfine.run_dir import config_summary, source_name
     from ncfine.utils.versions import package_versions
 
     # A run's lr / wd / seed describe the analysed model, so a table of analyses can be read
@@ -207,7 +200,7 @@ def _payload(
     summary = config_summary(run_cfg if run_cfg is not None else cfg)
     summary.update(
         backbone=OmegaConf.select(cfg, "model.backbone", default=None),
-        data=_source_name(OmegaConf.select(cfg, "data.source._target_", default=None)),
+        data=source_name(OmegaConf.select(cfg, "data.source._target_", default=None)),
         task_name=cfg.get("task_name"),
         sweep_name=cfg.get("sweep_name"),
     )

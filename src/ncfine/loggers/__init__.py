@@ -11,7 +11,8 @@ here (a registry keyed by class name, so no logger package is imported unless it
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 

@@ -8,7 +8,8 @@ analysis callbacks read `features(x)` (h) and `head` (W, b) for NC1-NC4 (Papyan,
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ncfine.models.backbone import create_backbone
 from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
+from ncfine.utils.containers import plain_dict
 from ncfine.utils.devices import trainer_root_device
 from ncfine.utils.errors import ConfigError, DivergedError, first_line
 
@@ -81,7 +83,7 @@ class CoarseClassifier(pl.LightningModule):
         check_optimizer(optimizer)
         # Training on the fine labels is the upper bound itself: val/fine_acc_upper = val/acc.
         log_fine_upper = bool(log_fine_upper) or label_level == "fine"
-        backbone_kwargs = _plain_dict(backbone_kwargs)
+        backbone_kwargs = plain_dict(backbone_kwargs, "backbone_kwargs (timm.create_model kwargs)")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
 
         self.backbone, self.feature_dim = create_backbone(
@@ -104,7 +106,9 @@ class CoarseClassifier(pl.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
         if compile:
             # nn.Module.compile compiles in place: state_dict keys stay "backbone.*" (no "_orig_mod").
-            self.backbone.compile(**_plain_dict(compile if not isinstance(compile, bool) else None))
+            self.backbone.compile(
+                **plain_dict(compile if not isinstance(compile, bool) else None, "compile (torch.compile kwargs)")
+            )
 
         # validate_args=False: the argument checks read tensors on the host every step.
         accuracy = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -261,19 +265,3 @@ def check_optimizer(optimizer: Callable | None) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _plain_dict(kwargs) -> dict:
-    """backbone_kwargs as a plain dict (Hydra passes a DictConfig; timm wants plain lists and dicts)."""
-    if kwargs is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(kwargs, DictConfig):
-            return OmegaConf.to_container(kwargs, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        pass
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"backbone_kwargs must be a mapping of timm.create_model kwargs, got {kwargs!r}")
-    return dict(kwargs)

@@ -20,8 +20,8 @@ Families without a rule are used unchanged, with a warning naming the family.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 

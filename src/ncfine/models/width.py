@@ -19,8 +19,8 @@ Families without a rule fail with one line naming the families that have one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 

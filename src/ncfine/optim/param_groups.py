@@ -10,7 +10,8 @@ so where it applies is part of the experiment and is kept explicit here.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 

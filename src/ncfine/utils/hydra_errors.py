@@ -14,8 +14,8 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 

@@ -17,7 +17,7 @@ already quoted or uses the grammar on purpose (`[..]`, `${..}`, `glob(..)`).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 _GRAMMAR_MARKERS = ("'", '"', "[", "]", "{", "}", "(", ")", "$", "\\")

@@ -44,7 +44,7 @@ def download_and_extract(url: str, dest_dir: Path, md5: str | None = None) -> No
             try:
                 tar.extractall(dest_dir, filter="data")
             except TypeError:  # Python < 3.12 without extraction filters
-                tar.extractall(dest_dir)  # noqa: S202 - the official archive
+                tar.extractall(dest_dir)
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"could not extract {archive} ({exc}); delete it and try again") from None
 

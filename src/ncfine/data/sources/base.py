@@ -64,7 +64,7 @@ class RawSplit:
     def __len__(self) -> int:
         return int(self.fine.shape[0])
 
-    def subset(self, rows: torch.Tensor) -> "RawSplit":
+    def subset(self, rows: torch.Tensor) -> RawSplit:
         """The rows `rows` (in that order); sample positions are renumbered 0..len(rows)-1."""
         return replace(
             self,

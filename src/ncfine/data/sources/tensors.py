@@ -9,7 +9,7 @@ per-sample coarse labels (train_coarse / test_coarse) make hierarchy=superclass 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

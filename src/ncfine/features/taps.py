@@ -3,23 +3,24 @@
 Forward hooks on the named modules reduce each output as it is produced (`pooling`), so the pass
 keeps (N, D_layer) per layer and no activation map outlives its batch; `penultimate` is the input
 of the classifier head (a forward pre-hook), `input` the batch itself. Rows are gathered over DDP
-ranks, padding duplicates dropped and sorted by sample index with the helper the NC and recovery
-callbacks use (`ncfine.callbacks.features._gather_unique`), so every rank holds what a
-single-process run computes.
+ranks, padding duplicates dropped and sorted by sample index with the helper the penultimate pass
+uses (`ncfine.features.gather.gather_unique`), so every rank holds what a single-process run
+computes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
-from ncfine.callbacks.features import Features, _gather_unique
-from ncfine.layerwise.discovery import INPUT, PENULTIMATE, resolve_layers
-from ncfine.layerwise.pooling import check_pool, first_tensor, pool_output
+from ncfine.features.gather import gather_unique
+from ncfine.features.layers import INPUT, PENULTIMATE, resolve_layers
+from ncfine.features.pooling import check_pool, first_tensor, pool_output
+from ncfine.features.record import Features
 from ncfine.utils.errors import ConfigError
 
 LOGITS = "_logits"  # the head's output, kept for the coarse accuracy; not a layer
@@ -98,7 +99,7 @@ class LayerTaps:
         # A module called twice in one forward (a shared block) keeps its last output.
         self._out[name] = pool_output(tensor, self.pool, self.flatten_size, self.prefix_tokens, self.grid)
 
-    def __enter__(self) -> "LayerTaps":
+    def __enter__(self) -> LayerTaps:
         modules = dict(self.model.root.named_modules())
         for name in self.layers:
             if name in (INPUT, PENULTIMATE):
@@ -186,7 +187,7 @@ def extract_layer_features(
     if not rows:
         raise ConfigError(f"no {split} batches to analyse")
     c, f, i = torch.cat(coarse).long(), torch.cat(fine).long(), torch.cat(index).long()
-    return {name: _gather_unique(Features(split, torch.cat(hs), c, f, i)) for name, hs in rows.items()}
+    return {name: gather_unique(Features(split, torch.cat(hs), c, f, i)) for name, hs in rows.items()}
 
 
 def layer_order(features: dict[str, Features]) -> list[str]:

@@ -1,8 +1,8 @@
-"""One eval pass per split and epoch, shared by every analysis callback.
+"""`FeatureStore`: one eval pass per split and epoch, shared by every analysis callback.
 
-The extracted `Features` are gathered over DDP ranks, the duplicates that DistributedSampler pads
-in are dropped by sample index, and rows are sorted by index, so every rank holds the same tensors
-as a single-process run.
+The pass itself is `ncfine.features.extract_features` (gathered over DDP ranks, padding
+duplicates dropped, sorted by sample index); this per-trainer cache makes the first callback
+that asks for (epoch, split, subset) extract it and the others reuse it.
 
 Validation already runs the test split through the network in eval mode every epoch; when its
 loader is the analysis pass of that split (`datamodule.val_split()`), the validation step returns
@@ -16,126 +16,14 @@ validation schedule that skipped the epoch fall back to the analysis pass).
 from __future__ import annotations
 
 import weakref
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
-import torch.distributed as dist
 
-from ncfine.utils.errors import ConfigError
+from ncfine.features import Features, extract_features, extraction_autocast, gather_unique, subset_indices, subset_mask
 from ncfine.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Features:
-    """Penultimate features of one split with their labels, sorted by sample index."""
-
-    split: str
-    h: torch.Tensor
-    coarse: torch.Tensor
-    fine: torch.Tensor
-    index: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.h.shape[0]
-
-
-ANALYSIS_SPLITS = ("train", "test")
-
-
-def check_sample_caps(max_samples, max_samples_per_split) -> dict[str, int | None]:
-    """The per-split caps as a dict, after checking both settings (ConfigError naming the bad one)."""
-    per_split = dict(max_samples_per_split or {})
-    bad = [s for s in per_split if s not in ANALYSIS_SPLITS]
-    if bad:
-        raise ConfigError(f"unknown split(s) {bad} in max_samples_per_split; valid splits are {list(ANALYSIS_SPLITS)}")
-    for name, cap in (("max_samples", max_samples), *((f"max_samples_per_split.{k}", v) for k, v in per_split.items())):
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
-            raise ConfigError(f"{name} must be a positive integer or null, got {cap!r}")
-    return per_split
-
-
-def samples_cap(split: str, max_samples: int | None, per_split: Mapping[str, int | None]) -> int | None:
-    """How many samples of `split` are analysed: the smaller of `max_samples` and `per_split[split]`
-    (None: the whole split)."""
-    caps = [c for c in (max_samples, per_split.get(split)) if c is not None]
-    return min(caps) if caps else None
-
-
-def subset_indices(split_size: int, max_samples: int | None, seed: int = 0) -> torch.Tensor | None:
-    """Sorted sample indices of a deterministic random subset of `max_samples` (None: the whole split)."""
-    if max_samples is None or max_samples >= split_size:
-        return None
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(split_size, generator=generator)[:max_samples].sort().values
-
-
-def subset_mask(index: torch.Tensor, split_size: int, max_samples: int | None, seed: int = 0) -> torch.Tensor:
-    """Which of the sample indices `index` are in `subset_indices(split_size, max_samples, seed)`."""
-    chosen = subset_indices(split_size, max_samples, seed)
-    if chosen is None:
-        return torch.ones_like(index, dtype=torch.bool)
-    member = torch.zeros(split_size, dtype=torch.bool)
-    member[chosen] = True
-    return member.to(index.device)[index]
-
-
-@torch.no_grad()
-def extract_features(module, batches, device: torch.device, split: str, autocast_dtype=None) -> Features:
-    """Run `module.features` over `batches` of (image, coarse, fine, index) in eval mode.
-
-    Features stay on `device`, in float32 (bf16 autocast only for the forward pass).
-    """
-    was_training = module.training
-    module.eval()
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
-    )
-    hs, coarse, fine, index = [], [], [], []
-    try:
-        for image, c, f, i in batches:
-            image = image.to(device, non_blocking=True)
-            with autocast:
-                hs.append(module.features(image).float())
-            coarse.append(c.to(device))
-            fine.append(f.to(device))
-            index.append(i.to(device))
-    finally:
-        module.train(was_training)
-    local = Features(split, torch.cat(hs), torch.cat(coarse).long(), torch.cat(fine).long(), torch.cat(index).long())
-    return _gather_unique(local)
-
-
-def _gather_unique(local: Features) -> Features:
-    """All-gather over ranks, then keep one row per sample index, sorted by index."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts = [_all_gather_variable(t) for t in (local.h, local.coarse, local.fine, local.index)]
-        h, coarse, fine, index = parts
-    else:
-        h, coarse, fine, index = local.h, local.coarse, local.fine, local.index
-    order = torch.argsort(index, stable=True)
-    index = index[order]
-    keep = torch.ones_like(index, dtype=torch.bool)
-    keep[1:] = index[1:] != index[:-1]
-    order = order[keep]
-    return Features(local.split, h[order], coarse[order], fine[order], index[keep])
-
-
-def _all_gather_variable(tensor: torch.Tensor) -> torch.Tensor:
-    """all_gather for tensors whose first dimension may differ between ranks."""
-    world = dist.get_world_size()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    chunks = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(chunks, padded)
-    return torch.cat([chunk[:n] for chunk, n in zip(chunks, sizes)])
 
 
 @dataclass
@@ -159,7 +47,7 @@ class FeatureStore:
     grow over training.
     """
 
-    _stores: "weakref.WeakKeyDictionary[object, FeatureStore]" = weakref.WeakKeyDictionary()
+    _stores: weakref.WeakKeyDictionary[object, FeatureStore] = weakref.WeakKeyDictionary()
 
     def __init__(self) -> None:
         self._epoch: int | None = None
@@ -169,7 +57,7 @@ class FeatureStore:
         self.extractions = 0  # analysis passes run (a test can count forward passes saved)
 
     @classmethod
-    def of(cls, trainer) -> "FeatureStore":
+    def of(cls, trainer) -> FeatureStore:
         store = cls._stores.get(trainer)
         if store is None:
             store = cls._stores[trainer] = cls()
@@ -255,7 +143,7 @@ class FeatureStore:
             )
             return None
         h, coarse, fine, index = (torch.cat(parts) for parts in zip(*capture.batches))
-        whole = _gather_unique(Features(split, h, coarse.long(), fine.long(), index.long()))
+        whole = gather_unique(Features(split, h, coarse.long(), fine.long(), index.long()))
         if len(whole) != split_size:
             self._say(
                 f"analysis: the {split} split is extracted again (validation covered {len(whole)} of its "
@@ -269,11 +157,6 @@ class FeatureStore:
         if message not in self._said:  # once per fit, not every epoch
             self._said.add(message)
             log.info(message)
-
-
-def extraction_autocast(trainer, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of the analysis pass: bf16 on CUDA under a bf16 precision, else none."""
-    return torch.bfloat16 if device.type == "cuda" and _bf16_precision(trainer) else None
 
 
 _UNKNOWN = object()
@@ -302,7 +185,3 @@ def _capture_refusal(trainer, pl_module, split: str) -> str | None:
     if _validation_autocast(precision, device) != extraction_autocast(trainer, device):
         return f"precision {precision} on {device.type} validates under another autocast than the analysis pass"
     return None
-
-
-def _bf16_precision(trainer) -> bool:
-    return "bf16" in str(getattr(trainer, "precision", ""))

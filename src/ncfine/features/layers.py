@@ -14,7 +14,7 @@ the same way: the structure there was before any training).
 from __future__ import annotations
 
 import difflib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 

@@ -16,7 +16,7 @@ full activation maps of every layer:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
