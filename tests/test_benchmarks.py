@@ -140,3 +140,28 @@ def test_readme_table_says_which_benchmark_failed(tmp_path):
     bad.write_text("# no markers\n")
     proc = update_readme(out, bad)
     assert proc.returncode != 0 and "needs the lines" in proc.stderr and bad.read_text() == "# no markers\n"
+
+
+def test_sweep_epoch_times_reads_a_sweep_log(tmp_path):
+    """benchmarks/sweep_epoch_times.py: analysis epochs (val/acc on the line) against training-only ones."""
+    log = tmp_path / "sweep.log"
+    log.write_text(
+        "[2026-12-06 00:00:00,000][HYDRA] \t#0 : +cifar10_cpu=resnet18 seed=0\n"
+        "epoch 1/4  train/acc 0.3  train/loss 1.5  10.0 s\n"
+        "epoch 2/4  train/acc 0.4  train/loss 1.4  12.0 s\n"
+        "epoch 3/4  train/acc 0.5  train/loss 1.3  11.0 s\n"
+        "epoch 4/4  train/acc 0.6  train/loss 1.2  val/acc 0.5  val/loss 1.3  31.0 s\n"
+        "[2026-12-06 00:01:00,000][HYDRA] \t#1 : +cifar10_cpu=vgg16_bn seed=0\n"
+        "epoch 1/4  train/acc 0.3  train/loss 1.5  5.0 s\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "sweep_epoch_times.py"), str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    # median train epoch 11.0, analysis epoch 31.0, extra 20.0, ratio 64 / (4 x 11) = 1.45
+    assert lines[1].split()[:7] == ["#0", "4", "11.0", "31.0", "20.0", "1.45", "64"]
+    assert "no epochs with and without analysis" in lines[2]
