@@ -10,6 +10,7 @@ CI=true). Jobs are the cheap ones of test_slurm.py: the synthetic mixture with a
 
 import csv
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,10 +22,13 @@ import test_slurm
 from conftest import run_cli
 from test_slurm import (
     CHEAP,
+    epochs_done,
     epochs_in,
     job_outputs,
+    restarts,
     results_of,
     run_dirs,
+    running_jobs,
     slurm,
     summary_line,
     sweep_dir,
@@ -198,3 +202,89 @@ def squeue_names(name):
         timeout=60,
     ).stdout
     return out.split()
+
+
+def test_requeued_two_node_job_resumes_on_both_nodes(log_dir, start_sweep):
+    name = unique("mnrequeue")
+    sweep = start_sweep(name, [*CHEAP, "trainer.max_epochs=10", "seed=0", *two_node(name)])
+    sweep_path = sweep_dir(log_dir, name)
+    sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 2, "epoch 2 of the job")
+    [job] = running_jobs(name)
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)  # SIGTERM to both tasks, then requeue
+    rc, out, err = sweep.result()
+    assert rc == 0, err[-3000:]
+    assert summary_line(out) == f"ncfine: sweep {name}: 1 of 1 jobs finished (1 completed)"
+    assert restarts(job) == 1
+
+    [run_dir] = run_dirs(sweep_path)
+    results = results_of(run_dir)
+    assert results["status"] == "completed" and results["epochs_completed"] == 10
+    assert epochs_in(run_dir) == list(range(10))  # every epoch exactly once
+    last = str(run_dir / "checkpoints" / "last.ckpt")
+    assert f"resuming from {last}" in (run_dir / "train.log").read_text()
+    # Both attempts ran on both nodes, and both ranks of the second one loaded last.ckpt.
+    outputs = task_outputs(sweep_path)
+    for rank, host in hosts_of(outputs).items():
+        starts = [line for line in outputs[rank].splitlines() if "Starting with JobEnvironment" in line]
+        assert len(starts) == 2 and all(f"hostname={host}," in line for line in starts), outputs[rank][-3000:]
+        assert f"[rank: {rank}] resuming from {last}" in outputs[rank], outputs[rank][-3000:]
+    assert sorted(hosts_of(outputs).values()) == ["n1", "n2"]
+
+
+def task_pid(job_id, rank):
+    """The pid of the job's task of this global rank on this machine (its submitit process)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            cmdline = (proc / "cmdline").read_text()
+        except (OSError, ValueError):
+            continue
+        if (
+            environ.get("SLURM_JOB_ID") == job_id
+            and environ.get("SLURM_PROCID") == str(rank)
+            and "submitit.core._submit" in cmdline
+        ):
+            return int(proc.name)
+    raise AssertionError(f"no task of rank {rank} of job {job_id} found")
+
+
+def metrics_rows(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_dead_node_fails_the_job_with_one_line_and_a_rerun_resumes(log_dir, start_sweep):
+    name = unique("mndead")
+    args = [*CHEAP, "trainer.max_epochs=10", "seed=0", *two_node(name)]
+    sweep = start_sweep(name, args)
+    sweep_path = sweep_dir(log_dir, name)
+    sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 2, "epoch 2 of the job")
+    [job] = running_jobs(name)
+    os.kill(task_pid(job, rank=1), signal.SIGKILL)  # node n2 dies: its task ends without a word
+    rc, out, err = sweep.result()
+    assert rc == 1, err[-3000:]
+    assert "Traceback" not in out + err
+    [run_dir] = run_dirs(sweep_path)
+    results = results_of(run_dir)
+    stopped_at = results["epochs_completed"]
+    assert results["status"] == "failed" and 2 <= stopped_at < 10, results
+    assert results["error"].startswith("a node or task of this 2-process DDP run died (")
+    assert results["error"].endswith("; re-run the same command to resume from checkpoints/last.ckpt")
+    assert "\n" not in results["error"]
+    line = summary_line(err)
+    print(f"dead node: {line}")
+    assert line.startswith(f"ncfine: sweep {name}: 1 of 1 jobs failed (1 failed): {run_dir.name} (failed); errors: ")
+    assert "re-run the same command to resume from checkpoints/last.ckpt" in line
+    kept = metrics_rows(run_dir)
+    assert [int(row["epoch"]) for row in kept] == list(range(stopped_at))
+
+    # The same command again resumes from last.ckpt on both nodes; the rows written before stay.
+    again = start_sweep(name, args)
+    rc, out, err = again.result()
+    assert rc == 0, err[-3000:]
+    assert summary_line(out) == f"ncfine: sweep {name}: 1 of 1 jobs finished (1 completed)"
+    results = results_of(run_dir)
+    assert results["status"] == "completed" and results["epochs_completed"] == 10
+    assert epochs_in(run_dir) == list(range(10))
+    assert metrics_rows(run_dir)[:stopped_at] == kept  # nothing already written is lost
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in (run_dir / "train.log").read_text()

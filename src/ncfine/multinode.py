@@ -17,6 +17,7 @@ run with `trainer.num_nodes > 1` that nothing starts on other nodes (a plain run
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 
 # Set by the launchers that start one process per node, one of which this process then is: SLURM
@@ -80,3 +81,22 @@ def run_error(num_nodes, environ: Mapping[str, str] | None = None) -> str | None
             f"no torchrun); use hydra/launcher=slurm hydra.launcher.nodes={num_nodes} (with -m), or trainer.num_nodes=1"
         )
     return None
+
+
+# How a collective reads when the process at the other end is gone (gloo on CPUs, NCCL on GPUs).
+_PEER_LOST = ("by peer", "Broken pipe", "gloo", "NCCL")
+
+
+def lost_peer_error(exc: BaseException, world_size: int) -> str | None:
+    """One short line for a DDP collective that failed because another process of the run died
+    (its node lost, its task killed), or None for any other error. Run by every surviving rank;
+    rank 0 writes it into results.json, so the sweep summary (160 characters per error) names the
+    cause, not the start of a gloo or NCCL message."""
+    text = str(exc).strip()
+    if world_size <= 1 or not isinstance(exc, RuntimeError) or not any(s in text for s in _PEER_LOST):
+        return None
+    # "[.../gloo/transport/tcp/pair.cc:545] Read error [10.223.23.12]:45200: Connection reset by
+    # peer. This is typically caused by ..." -> "Connection reset by peer"
+    first = re.sub(r"^\[[^\]]*\]\s*", "", (text.splitlines() or [""])[0]).split(". ")[0].rstrip(".")
+    detail = first.rsplit(": ", 1)[-1][:60] or type(exc).__name__
+    return f"a node or task of this {world_size}-process DDP run died ({detail})"
