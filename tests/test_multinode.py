@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import run_cli
 from ncfine.config import CONFIG_DIR
-from ncfine.multinode import node_count_overrides, run_error, sweep_error
+from ncfine.multinode import lost_peer_error, node_count_overrides, run_error, sweep_error
 from ncfine.submitit_jobs import SECONDARY_TASK_OVERRIDES, secondary_task_overrides
 
 
@@ -84,3 +84,34 @@ def test_local_launcher_sweep_with_two_nodes_stops_before_starting_a_job(log_dir
     sweep = log_dir / "train" / "multirun" / "nodes"
     assert not (sweep / ".submitit").exists() and not list(sweep.glob("*/results.json"))  # nothing started
     assert not (sweep / ".ncfine_jobs.lock").exists()  # the sweep dir is free again
+
+
+GLOO_RESET = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [10.223.23.12]:45200: "
+    "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application."
+)
+
+
+def test_lost_peer_error_is_one_short_line(tmp_path):
+    from ncfine.pipeline import failure_error
+
+    assert (
+        lost_peer_error(RuntimeError(GLOO_RESET), 2)
+        == "a node or task of this 2-process DDP run died (Connection reset by peer)"
+    )
+    assert lost_peer_error(RuntimeError(GLOO_RESET), 1) is None  # no peers to lose
+    assert lost_peer_error(ValueError("Connection reset by peer"), 2) is None
+    assert lost_peer_error(RuntimeError("CUDA out of memory"), 2) is None
+
+    class Trainer:
+        world_size = 2
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    error = failure_error(RuntimeError(GLOO_RESET), Trainer(), tmp_path)
+    assert error == (
+        "a node or task of this 2-process DDP run died (Connection reset by peer); "
+        "re-run the same command to resume from checkpoints/last.ckpt"
+    )
+    assert len(error) <= 160  # the sweep summary's width per error: the resume hint is not cut off
+    assert failure_error(KeyError("x"), Trainer(), tmp_path) == "KeyError: 'x'"
