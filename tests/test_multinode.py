@@ -2,8 +2,10 @@
 run nothing would start on its other nodes before it waits in DDP's rendezvous (ncfine.multinode).
 Fast tier; the real 2-node runs are in test_slurm_multinode.py."""
 
+import json
 import time
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import run_cli
@@ -115,3 +117,54 @@ def test_lost_peer_error_is_one_short_line(tmp_path):
     )
     assert len(error) <= 160  # the sweep summary's width per error: the resume hint is not cut off
     assert failure_error(KeyError("x"), Trainer(), tmp_path) == "KeyError: 'x'"
+
+
+def _train_with_peer_loss(tmp_path, monkeypatch, sigterm):
+    import pytorch_lightning as pl
+
+    import ncfine.pipeline as pipeline
+    from ncfine.api import compose, train
+
+    class PeerLost(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                if sigterm:
+                    trainer._signal_connector.received_sigterm = True
+                raise RuntimeError(GLOO_RESET)
+
+    real_build = pipeline.build
+    monkeypatch.setattr(
+        pipeline, "build", lambda cfg, extra_callbacks=None: real_build(cfg, [*extra_callbacks, PeerLost()])
+    )
+    cfg = compose(
+        [
+            "data=synthetic",
+            "model=mlp",
+            "logger=none",
+            "trainer.max_epochs=3",
+            "trainer.accelerator=cpu",
+            "callbacks=none",
+        ],
+        run_dir=tmp_path / "run",
+    )
+    return cfg, train
+
+
+def test_a_broken_collective_after_sigterm_is_an_interruption(tmp_path, monkeypatch):
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    cfg, train = _train_with_peer_loss(tmp_path, monkeypatch, sigterm=True)
+    with pytest.raises(SIGTERMException):  # train.py exits 143: no result for submitit, SLURM requeues
+        train(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "running" and results["error"] == "interrupted; re-run the same command to resume"
+
+
+def test_a_broken_collective_without_sigterm_is_a_failure(tmp_path, monkeypatch):
+    cfg, train = _train_with_peer_loss(tmp_path, monkeypatch, sigterm=False)
+    with pytest.raises(RuntimeError, match="Connection reset by peer"):
+        train(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and results["error"].startswith(
+        "RuntimeError: [/__w/pytorch"
+    )  # 1 process: no peer
