@@ -3,6 +3,7 @@ run nothing would start on its other nodes before it waits in DDP's rendezvous (
 Fast tier; the real 2-node runs are in test_slurm_multinode.py."""
 
 import json
+import signal
 import time
 
 import pytest
@@ -121,30 +122,31 @@ def test_lost_peer_error_is_one_short_line(tmp_path):
 
 def _train_with_peer_loss(tmp_path, monkeypatch, sigterm):
     import pytorch_lightning as pl
+    from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
 
     import ncfine.pipeline as pipeline
     from ncfine.api import compose, train
+
+    def notifier_whose_broadcast_fails(self, signum, frame):
+        # Lightning's SIGTERM handler broadcasts to the other ranks before it sets its flag; on
+        # a 2-node requeue the other node may be gone already.
+        raise RuntimeError(GLOO_RESET)
 
     class PeerLost(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
             if trainer.current_epoch == 1:
                 if sigterm:
-                    trainer._signal_connector.received_sigterm = True
-                raise RuntimeError(GLOO_RESET)
+                    signal.raise_signal(signal.SIGTERM)  # as SLURM's requeue sends it
+                raise RuntimeError(GLOO_RESET)  # the next collective, its peer gone
 
+    monkeypatch.setattr(_SignalConnector, "_sigterm_notifier_fn", notifier_whose_broadcast_fails)
     real_build = pipeline.build
     monkeypatch.setattr(
         pipeline, "build", lambda cfg, extra_callbacks=None: real_build(cfg, [*extra_callbacks, PeerLost()])
     )
     cfg = compose(
-        [
-            "data=synthetic",
-            "model=mlp",
-            "logger=none",
-            "trainer.max_epochs=3",
-            "trainer.accelerator=cpu",
-            "callbacks=none",
-        ],
+        ["data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=3", "trainer.accelerator=cpu"]
+        + ["callbacks=none"],
         run_dir=tmp_path / "run",
     )
     return cfg, train
@@ -153,11 +155,14 @@ def _train_with_peer_loss(tmp_path, monkeypatch, sigterm):
 def test_a_broken_collective_after_sigterm_is_an_interruption(tmp_path, monkeypatch):
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    before = signal.getsignal(signal.SIGTERM)
     cfg, train = _train_with_peer_loss(tmp_path, monkeypatch, sigterm=True)
     with pytest.raises(SIGTERMException):  # train.py exits 143: no result for submitit, SLURM requeues
         train(cfg)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "running" and results["error"] == "interrupted; re-run the same command to resume"
+    assert results["epochs_completed"] == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers of the fit are gone again
 
 
 def test_a_broken_collective_without_sigterm_is_a_failure(tmp_path, monkeypatch):

@@ -83,10 +83,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.finish("failed", run_files, started, error=str(exc))
         raise
     except Exception as exc:
-        if trainer is not None and trainer.received_sigterm:
+        if (trainer is not None and trainer.received_sigterm) or (run_files is not None and run_files.sigterm_received):
             # SLURM signals every task of a multi-node job (requeue, preemption); Lightning's
             # SIGTERM handler then runs a collective inside the signal handler, and a rank whose
-            # peer stopped first fails in its own collective. That is the interruption, not a
+            # peer stopped first fails in that or its next collective (before Lightning's own
+            # flag is set: RunFilesCallback notes the signal first). That is the interruption, not a
             # failure: `running`, exit as interrupted (no result for submitit), so SLURM's requeue
             # resumes the run from the last epoch's last.ckpt on every node.
             record.finish("running", run_files, started, error="interrupted; re-run the same command to resume")
