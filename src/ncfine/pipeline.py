@@ -90,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # flag is set: RunFilesCallback notes the signal first). That is the interruption, not a
             # failure: `running`, exit as interrupted (no result for submitit), so SLURM's requeue
             # resumes the run from the last epoch's last.ckpt on every node.
+            log.warning(f"interrupted by SIGTERM ({type(exc).__name__} after it: {str(exc).strip()[:120]})")
             record.finish("running", run_files, started, error="interrupted; re-run the same command to resume")
             raise SIGTERMException() from exc
         record.finish("failed", run_files, started, error=failure_error(exc, trainer, run_dir))
