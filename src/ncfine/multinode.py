@@ -26,6 +26,15 @@ from collections.abc import Iterable, Mapping
 _MULTI_NODE_ENV = ("SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "NODE_RANK")
 
 
+def task_rank() -> int:
+    """This process's global rank among its submitit job's tasks; 0 outside a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return 0
+    import submitit
+
+    return submitit.JobEnvironment().global_rank
+
+
 def num_nodes_of(value) -> int | None:
     """`trainer.num_nodes` as an int; None if it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

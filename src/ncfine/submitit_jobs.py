@@ -44,6 +44,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
+from ncfine.multinode import task_rank
 from ncfine.sweep_status import fail_unfinished_run, record_dead_job, resume_hint
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,6 @@ SECONDARY_TASK_OVERRIDES = (
     "hydra.job_logging.root.handlers=[console]",
     "~hydra.job_logging.handlers.file",  # logging opens every handler it defines, used or not
 )
-
-
-def task_rank() -> int:
-    """This process's global rank among its submitit job's tasks; 0 outside a submitit job."""
-    if not os.environ.get("SUBMITIT_EXECUTOR"):
-        return 0
-    import submitit
-
-    return submitit.JobEnvironment().global_rank
 
 
 def secondary_task_overrides() -> list[str]:

@@ -84,7 +84,7 @@ class SweepStatusCallback(Callback):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from ncfine.submitit_jobs import task_rank
+        from ncfine.multinode import task_rank
 
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN or task_rank() > 0:
