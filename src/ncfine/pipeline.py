@@ -32,6 +32,8 @@ from ncfine.utils.versions import package_versions
 from ncfine.validation import validate_config
 
 log = RankedLogger(__name__)
+# Every rank of a DDP run loads the checkpoint itself: each says which one (in its own output).
+log_every_rank = RankedLogger(__name__, rank_zero_only=False)
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -57,6 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.monotonic()
     record = ResultsRecorder(run_dir, cfg)
     run_files: RunFilesCallback | None = None
+    trainer: pl.Trainer | None = None
     loggers: list = []
     try:
         run_files = RunFilesCallback(run_dir, on_epoch_written=record.running)
@@ -80,12 +83,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.finish("failed", run_files, started, error=str(exc))
         raise
     except Exception as exc:
-        record.finish("failed", run_files, started, error=f"{type(exc).__name__}: {exc}")
+        if (trainer is not None and trainer.received_sigterm) or (run_files is not None and run_files.sigterm_received):
+            # SLURM signals every task of a multi-node job (requeue, preemption); Lightning's
+            # SIGTERM handler then runs a collective inside the signal handler, and a rank whose
+            # peer stopped first fails in that or its next collective (before Lightning's own
+            # flag is set: RunFilesCallback notes the signal first). That is the interruption, not a
+            # failure: `running`, exit as interrupted (no result for submitit), so SLURM's requeue
+            # resumes the run from the last epoch's last.ckpt on every node.
+            log.warning(f"interrupted by SIGTERM ({type(exc).__name__} after it: {str(exc).strip()[:120]})")
+            record.finish("running", run_files, started, error="interrupted; re-run the same command to resume")
+            raise SIGTERMException() from exc
+        record.finish("failed", run_files, started, error=failure_error(exc, trainer, run_dir))
         raise
     finally:
         # W&B: the outcome into the run's summary, then wandb.finish(), so the next job of a
         # multirun (same process) starts its own W&B run instead of reusing this one.
         finish_loggers(loggers, read_results(run_dir))
+
+
+def failure_error(exc: BaseException, trainer: pl.Trainer | None, run_dir: Path) -> str:
+    """results.json's error for an unexpected exception: the exception's line, except for a DDP
+    peer lost mid-run (a dead node), which says so and how to go on."""
+    from ncfine.multinode import lost_peer_error
+    from ncfine.sweep_status import resume_hint
+
+    lost = lost_peer_error(exc, trainer.world_size if trainer is not None else 1)
+    return f"{lost}; {resume_hint(run_dir)}" if lost else f"{type(exc).__name__}: {exc}"
 
 
 def hand_over_preemption(run_files: RunFilesCallback, record: ResultsRecorder, started: float) -> None:
@@ -152,7 +175,7 @@ def find_resume_checkpoint(run_dir: Path) -> str | None:
         except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the next one
             log.warning(f"checkpoint {path} is unreadable ({type(exc).__name__}); falling back")
             continue
-        log.info(f"resuming from {path} (saved during epoch {state['epoch']})")
+        log_every_rank.info(f"resuming from {path} (saved during epoch {state['epoch']})")
         return str(path)
     return None
 

@@ -19,6 +19,11 @@ and submitit's log lines printed once.
   a job that died without writing its result stayed UNKNOWN, so the sweep waited forever.
   `QueueWatcher` falls back to `squeue` (which lists finished jobs for `MinJobAge` seconds) after
   the first failure, saying so once per sweep.
+- **One writer per run dir.** Every task of a multi-task job (DDP: `tasks_per_node` > 1 or
+  `nodes` > 1) runs the whole Hydra job, and Hydra writes the run dir's `.hydra/*.yaml` and
+  appends to its `train.log` in each of them: on a shared filesystem, several nodes writing the
+  same files. Lightning and ncfine write only from global rank 0; `secondary_task_overrides`
+  makes Hydra do the same (the other tasks log to their console, i.e. their own `.out`).
 - **No log line twice.** submitit's logger has its own handlers and also propagates to the root
   logger, which Hydra configures: every submitit line appeared twice, in the sweep's output and in
   each job's `.out`. `quiet_submitit_logging` keeps submitit's own handlers only.
@@ -39,6 +44,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
+from ncfine.multinode import task_rank
 from ncfine.sweep_status import fail_unfinished_run, record_dead_job, resume_hint
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,19 @@ FINAL_STATES = frozenset(
 SUBMITIT_UNFINISHED = frozenset({"READY", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "PREEMPTED"})
 # squeue no longer lists a job MinJobAge seconds (default 300) after it ended.
 FORGOTTEN = "FORGOTTEN"
+
+
+# Hydra overrides for the tasks of a job other than global rank 0: no `.hydra/` dir, no train.log.
+SECONDARY_TASK_OVERRIDES = (
+    "hydra.output_subdir=null",
+    "hydra.job_logging.root.handlers=[console]",
+    "~hydra.job_logging.handlers.file",  # logging opens every handler it defines, used or not
+)
+
+
+def secondary_task_overrides() -> list[str]:
+    """SECONDARY_TASK_OVERRIDES in a task other than global rank 0, else none."""
+    return list(SECONDARY_TASK_OVERRIDES) if task_rank() > 0 else []
 
 
 def quiet_submitit_logging() -> None:

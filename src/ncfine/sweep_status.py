@@ -84,9 +84,11 @@ class SweepStatusCallback(Callback):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
+        from ncfine.multinode import task_rank
+
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            return
+        if hydra_cfg.mode != RunMode.MULTIRUN or task_rank() > 0:
+            return  # rank 0 of a multi-task (DDP) job records it for all
         atomic_write_json(
             Path(hydra_cfg.sweep.dir) / MANIFEST_DIR / f"{hydra_cfg.job.num}.json",
             {

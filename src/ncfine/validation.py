@@ -105,6 +105,17 @@ def _trainer(cfg: DictConfig) -> None:
 
 
 @check
+def _num_nodes(cfg: DictConfig) -> None:
+    # A multi-node run that nothing starts on its other nodes waits in DDP's rendezvous for
+    # 30 minutes: stop now instead (ncfine.multinode).
+    from ncfine.multinode import run_error
+
+    error = run_error(_get(cfg, "trainer.num_nodes"))
+    if error:
+        raise ConfigError(error)
+
+
+@check
 def _label_level(cfg: DictConfig) -> None:
     # The head, the NC metrics and the recovery metrics all read the hierarchy's coarse column;
     # training on the fine labels means a hierarchy whose coarse classes are the fine ones.

@@ -11,6 +11,7 @@ replaced; submitit is imported lazily, as there, to keep Hydra's plugin discover
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,12 @@ class _CollectingLauncher(BaseSubmititLauncher):
         singleton_state: dict[type, Singleton],
     ) -> JobReturn:
         # In the job's process (unpickled by submitit), before Hydra configures its logging.
-        from ncfine.submitit_jobs import quiet_submitit_logging
+        from ncfine.submitit_jobs import quiet_submitit_logging, secondary_task_overrides
 
         quiet_submitit_logging()
-        return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+        # Not in sweep_overrides itself: submitit's requeue resubmits these arguments as they came.
+        overrides = [*sweep_overrides, *secondary_task_overrides()]
+        return super().__call__(overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
@@ -50,6 +53,7 @@ class _CollectingLauncher(BaseSubmititLauncher):
 
         assert self.config is not None
         assert len(job_overrides) > 0
+        self._check_nodes(job_overrides, Path(str(self.config.hydra.sweep.dir)))  # before anything is written
         quiet_submitit_logging()
         specific_init_keys = {"max_num_timeout"}
         init_params = {f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k in specific_init_keys}
@@ -81,6 +85,31 @@ class _CollectingLauncher(BaseSubmititLauncher):
 
     def _watch(self, jobs: list[Any]) -> list[Any]:
         return jobs
+
+    def _check_nodes(self, job_overrides: Sequence[Sequence[str]], sweep_dir: Path) -> None:
+        """Stop before submitting when a job's trainer.num_nodes does not match the nodes this
+        launcher starts (ncfine.multinode): such a job would wait in DDP's rendezvous until its
+        timeout. The sweep's config holds every job's value unless the jobs differ in an override
+        that can change it (trainer..., experiment=...); then one job per such difference is
+        composed as it will compose itself (about 0.3 s each: not every job of a big grid)."""
+        from ncfine.multinode import node_count_overrides, sweep_error
+        from ncfine.sweep_status import release_sweep_dir
+
+        assert self.hydra_context is not None and self.config is not None
+        distinct = {node_count_overrides(overrides): list(overrides) for overrides in job_overrides}
+        if len(distinct) <= 1:
+            per_job = [OmegaConf.select(self.config, "trainer.num_nodes")]
+        else:
+            loader = self.hydra_context.config_loader
+            per_job = [
+                OmegaConf.select(loader.load_sweep_config(self.config, overrides), "trainer.num_nodes")
+                for overrides in distinct.values()
+            ]
+        error = sweep_error(self._EXECUTOR, self.params.get("nodes"), per_job)
+        if error:
+            release_sweep_dir(sweep_dir)
+            print(f"ncfine: error: {error}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 class NcfineLocalLauncher(_CollectingLauncher, LocalLauncher):

@@ -44,6 +44,7 @@ class PreemptionSignals:
         self._notify = notify_sigterm
         self._previous: dict[int, Any] = {}
         self._deferred: tuple[Handler, int] | None = None
+        self.sigterm_received = False
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -60,6 +61,23 @@ class PreemptionSignals:
                 self._notify(signum)
 
             self._set(preempt, defer)
+
+    def watch_sigterm(self) -> None:
+        """Note SIGTERM's arrival, then run the handler in place (Lightning's, registered when fit
+        starts). Lightning's handler runs a DDP collective before it sets its own flag; when SLURM
+        signals every node of a job at once (requeue, preemption) and a peer has already stopped,
+        that collective raises, and only this note says the error was the interruption."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if not callable(current):
+            return  # nothing handles SIGTERM in Python: the process just ends
+
+        def note(signum: int, frame: Any) -> None:
+            self.sigterm_received = True
+            current(signum, frame)
+
+        self._set(signal.SIGTERM, note)
 
     def hand_over(self) -> None:
         """Call the deferred handler (submitit: requeue, then `sys.exit`); call after checkpointing."""

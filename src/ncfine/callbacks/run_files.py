@@ -79,6 +79,15 @@ class RunFilesCallback(Checkpoint):
             if self.rows and self.on_epoch_written is not None:  # resumed: results.json says how far
                 self.on_epoch_written(self.epochs_completed, self.last_row)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signals is not None:
+            self.signals.watch_sigterm()  # Lightning registered its SIGTERM handler after on_fit_start
+
+    @property
+    def sigterm_received(self) -> bool:
+        """Whether SIGTERM reached this process during fit, even where Lightning's handler failed."""
+        return self.signals is not None and self.signals.sigterm_received
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
