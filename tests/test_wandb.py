@@ -37,10 +37,20 @@ def test_missing_wandb_names_the_extra_before_training(tmp_path, monkeypatch):
 def read_settled_run_file(path, wait_s: float = 30.0):
     """read_run_file once the run record is in: under two xdist workers one `make test` saw the
     resumed run's file still without it right after train() returned (W&B's service writes the
-    offline file in its own process)."""
+    offline file in its own process). A record still being written when the file is read fails
+    to decode (seen once in CI, 2026-12-05: "Wire format was corrupt"): read again until the
+    deadline, then let the error stand."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + wait_s
     while True:
-        logged = read_run_file(path)
+        try:
+            logged = read_run_file(path)
+        except DecodeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
         if logged["run_id"] is not None or time.monotonic() > deadline:
             return logged
         time.sleep(0.5)
