@@ -11,7 +11,7 @@
 Lightning-free, like `ncfine.analysis` below it: a `trainer` argument is only read for its precision.
 """
 
-from ncfine.features.extract import bf16_precision, extract_features, extraction_autocast
+from ncfine.features.extract import extract_features, extraction_autocast, precision_autocast
 from ncfine.features.gather import gather_unique
 from ncfine.features.layers import INPUT, PENULTIMATE, PSEUDO_LAYERS, default_layers, resolve_layers, stage_layers
 from ncfine.features.pooling import check_pool, first_tensor, pool_output
@@ -29,7 +29,6 @@ __all__ = [
     "LayerModel",
     "LayerTaps",
     "as_layer_model",
-    "bf16_precision",
     "check_pool",
     "check_sample_caps",
     "default_layers",
@@ -40,6 +39,7 @@ __all__ = [
     "gather_unique",
     "layer_order",
     "pool_output",
+    "precision_autocast",
     "resolve_layers",
     "samples_cap",
     "stage_layers",

@@ -38,9 +38,10 @@ def extract_features(module, batches, device: torch.device, split: str, autocast
 
 def extraction_autocast(trainer, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the analysis pass: bf16 on CUDA under a bf16 precision, else none."""
-    return torch.bfloat16 if device.type == "cuda" and bf16_precision(trainer) else None
+    return precision_autocast(str(getattr(trainer, "precision", "")), device)
 
 
-def bf16_precision(trainer) -> bool:
-    """Whether the trainer runs a bf16 precision (bf16-mixed, bf16-true)."""
-    return "bf16" in str(getattr(trainer, "precision", ""))
+def precision_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """The analysis pass's autocast for a training precision (e.g. a run dir's trainer.precision):
+    bf16 on CUDA under a bf16 precision, else none."""
+    return torch.bfloat16 if device.type == "cuda" and "bf16" in precision else None

@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ncfine.analysis.settings import RecoverySettings
+from ncfine.features import precision_autocast
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
 from ncfine.utils.errors import ConfigError, NcfineError
 from ncfine.utils.logging import RankedLogger
@@ -131,7 +132,7 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     settings = OmegaConf.to_container(cfg.analysis, resolve=True)
     # A run trained in bf16 on a GPU extracted its analysis features under bf16 autocast: do the same.
     precision = str(OmegaConf.select(loaded.run_cfg, "trainer.precision", default="")) if loaded.run_cfg else ""
-    autocast = torch.bfloat16 if device.type == "cuda" and "bf16" in precision else None
+    autocast = precision_autocast(precision, device)
     result = run_analysis(
         module,
         datamodule,

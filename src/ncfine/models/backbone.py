@@ -73,15 +73,17 @@ def create_backbone(
         return module, int(module.num_features)
 
     check_backbone_name(name)
+    # The unscaled model on the meta device, read for its family (and layout, by a width rule).
+    reference = _reference_model(name, in_chans, kwargs) if (small_input or width != 1.0) else None
     build = None
     if width != 1.0:
         if pretrained:
             raise ConfigError(
                 f"model.width={width:g} with pretrained=true: {name!r}'s pretrained weights exist at width 1 only"
             )
-        build, kwargs = _width_scaled(name, width, in_chans, kwargs)
+        build, kwargs = _width_scaled(name, width, in_chans, kwargs, reference)
     if small_input:
-        family, rule = rule_for(_model_class(name, in_chans, kwargs))
+        family, rule = rule_for(type(reference))
         if rule is None:
             warnings.warn(
                 f"small_input: no rule for timm family {family!r} (backbone {name!r}); using it unchanged. "
@@ -163,9 +165,8 @@ def check_backbone_name(name: str) -> None:
     )
 
 
-def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict):
+def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict, reference: nn.Module):
     """(a builder for the narrowed model or None, kwargs): by the family's rule in WIDTH_RULES."""
-    reference = _reference_model(name, in_chans, kwargs)
     family, rule = width_rule_for(type(reference))
     if rule is None:
         raise ConfigError(
@@ -189,11 +190,6 @@ def _rule_families() -> list[str]:
     from ncfine.models.small_input import SMALL_INPUT_RULES
 
     return list(SMALL_INPUT_RULES)
-
-
-def _model_class(name: str, in_chans: int, kwargs: dict) -> type:
-    """The class timm would build for `name`."""
-    return type(_reference_model(name, in_chans, kwargs))
 
 
 def _reference_model(name: str, in_chans: int, kwargs: dict) -> nn.Module:
