@@ -179,6 +179,14 @@ CASES = [
         expect=("no width rule for timm family 'MobileNetV3'", "rules exist for: ResNet, DenseNet, VGG"),
     ),
     Case(
+        "callback_options_without_callback",
+        ("callbacks=none", "+callbacks.neural_collapse.every_n_epochs=5"),
+        expect=(
+            "callbacks.neural_collapse sets ['every_n_epochs'] but names nothing to build (no _target_)",
+            "'~callbacks.neural_collapse'",
+        ),
+    ),
+    Case(
         "sgd_nesterov_without_momentum",
         ("optimizer.momentum=0",),
         expect=("optimizer SGD(", "momentum=0", "Nesterov momentum requires a momentum"),

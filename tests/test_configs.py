@@ -87,3 +87,11 @@ def test_fast_dev_run_trains_every_data_source(source, data_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "completed"
     assert 0.0 <= results["metrics"]["val/acc"] <= 1.0
     assert results["metrics"]["nc/train/nc1"] >= 0.0
+
+
+def test_null_entry_disables_a_callback_or_logger(tmp_path):
+    cfg = compose(["callbacks=analysis", "callbacks.fine_recovery=null", "logger.csv=null"], run_dir=tmp_path / "run")
+    _, _, trainer = build(cfg)
+    names = {type(callback).__name__ for callback in trainer.callbacks}
+    assert "NeuralCollapseCallback" in names and "FineRecoveryCallback" not in names
+    assert trainer.loggers == []

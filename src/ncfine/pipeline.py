@@ -144,8 +144,10 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[Any, pl
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         log_fine_upper=datamodule.hierarchy.is_identity,
     )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks or [])
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    # A null entry disables that callback or logger (`callbacks.fine_recovery=null`).
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += list(extra_callbacks or [])
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **requeue_plugins(cfg))
     return datamodule, model, trainer
 

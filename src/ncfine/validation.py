@@ -136,6 +136,23 @@ def _data(cfg: DictConfig) -> None:
 
 
 @check
+def _targets(cfg: DictConfig) -> None:
+    # An experiment that tunes a callback the chosen group lacks (experiment=cifar10_cpu with
+    # callbacks=none) leaves a node of options with nothing to build; Lightning would fail much later.
+    for group in ("callbacks", "logger"):
+        for name, node in (_get(cfg, group) or {}).items():
+            if node is None:
+                continue
+            if not isinstance(node, DictConfig) or "_target_" not in node:
+                options = list(node.keys()) if isinstance(node, DictConfig) else node
+                raise ConfigError(
+                    f"{group}.{name} sets {options!r} but names nothing to build (no _target_): the chosen "
+                    f"{group} group does not include '{name}'; choose a group that does, or drop it with "
+                    f"'~{group}.{name}' (a null entry also disables it)"
+                )
+
+
+@check
 def _callbacks(cfg: DictConfig) -> None:
     for name, callback in (_get(cfg, "callbacks") or {}).items():
         every = callback.get("every_n_epochs") if isinstance(callback, DictConfig) else None
