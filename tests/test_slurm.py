@@ -236,13 +236,15 @@ def test_array_sweep_respects_array_parallelism_and_collects(log_dir, start_swee
         assert text.count("Job completed successfully") == 1, text  # submitit's lines once, not also via Hydra
 
 
-def test_requeued_job_resumes_from_last_checkpoint(log_dir, start_sweep):
-    name = unique("requeue")
-    sweep = start_sweep(name, [*CHEAP, "trainer.max_epochs=10", "seed=0", *slurm(name)])
+def requeue_after_epoch_2(log_dir, start_sweep, name, launcher):
+    """Run one 10-epoch job with the `launcher` overrides, `scontrol requeue` it after epoch 2 (what
+    a preemption does; SIGTERM to every task) and check that it completes after exactly one restart,
+    every epoch once, resumed from last.ckpt. Returns (sweep dir, run dir)."""
+    sweep = start_sweep(name, [*CHEAP, "trainer.max_epochs=10", "seed=0", *launcher])
     sweep_path = sweep_dir(log_dir, name)
     sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 2, "epoch 2 of the job")
     [job] = running_jobs(name)
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)  # what a preemption does
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
     rc, out, err = sweep.result()
     assert rc == 0, err[-3000:]
     assert summary_line(out) == f"ncfine: sweep {name}: 1 of 1 jobs finished (1 completed)"
@@ -252,9 +254,14 @@ def test_requeued_job_resumes_from_last_checkpoint(log_dir, start_sweep):
     results = results_of(run_dir)
     assert results["status"] == "completed" and results["epochs_completed"] == 10
     assert epochs_in(run_dir) == list(range(10))  # every epoch exactly once
-    log = (run_dir / "train.log").read_text()
-    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in log
-    assert "Received SIGTERM" in log
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in (run_dir / "train.log").read_text()
+    return sweep_path, run_dir
+
+
+def test_requeued_job_resumes_from_last_checkpoint(log_dir, start_sweep):
+    name = unique("requeue")
+    _, run_dir = requeue_after_epoch_2(log_dir, start_sweep, name, slurm(name))
+    assert "Received SIGTERM" in (run_dir / "train.log").read_text()
 
 
 def test_time_limit_checkpoints_requeues_and_completes(log_dir, start_sweep):

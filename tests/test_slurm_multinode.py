@@ -25,7 +25,7 @@ from test_slurm import (
     epochs_done,
     epochs_in,
     job_outputs,
-    restarts,
+    requeue_after_epoch_2,
     results_of,
     run_dirs,
     running_jobs,
@@ -206,22 +206,8 @@ def squeue_names(name):
 
 def test_requeued_two_node_job_resumes_on_both_nodes(log_dir, start_sweep):
     name = unique("mnrequeue")
-    sweep = start_sweep(name, [*CHEAP, "trainer.max_epochs=10", "seed=0", *two_node(name)])
-    sweep_path = sweep_dir(log_dir, name)
-    sweep.wait_until(lambda: epochs_done(sweep_path, seed=0) >= 2, "epoch 2 of the job")
-    [job] = running_jobs(name)
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)  # SIGTERM to both tasks, then requeue
-    rc, out, err = sweep.result()
-    assert rc == 0, err[-3000:]
-    assert summary_line(out) == f"ncfine: sweep {name}: 1 of 1 jobs finished (1 completed)"
-    assert restarts(job) == 1
-
-    [run_dir] = run_dirs(sweep_path)
-    results = results_of(run_dir)
-    assert results["status"] == "completed" and results["epochs_completed"] == 10
-    assert epochs_in(run_dir) == list(range(10))  # every epoch exactly once
+    sweep_path, run_dir = requeue_after_epoch_2(log_dir, start_sweep, name, two_node(name))
     last = str(run_dir / "checkpoints" / "last.ckpt")
-    assert f"resuming from {last}" in (run_dir / "train.log").read_text()
     # Both attempts ran on both nodes, and both ranks of the second one loaded last.ckpt.
     outputs = task_outputs(sweep_path)
     for rank, host in hosts_of(outputs).items():
