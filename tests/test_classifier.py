@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ncfine.models.classifier import CoarseClassifier
 from ncfine.optim import schedulers
 from ncfine.optim.param_groups import build_param_groups
+from ncfine.utils import compute_path
 from ncfine.utils.errors import ConfigError, DivergedError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -175,9 +176,10 @@ def test_channels_last_matches_the_default_layout():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
 
 
-def test_channels_last_auto_stays_nchw_off_cuda_and_rejects_other_values():
+def test_channels_last_auto_stays_nchw_on_a_cpu_without_bf16_units_and_rejects_other_values(monkeypatch):
+    monkeypatch.setattr(compute_path, "_cpu_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
     auto = _model(channels_last="auto")
-    auto.setup("fit")  # on the CPU: nothing to convert
+    auto.setup("fit")  # on such a CPU: nothing to convert
     assert not auto.backbone.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ConfigError, match="channels_last must be true, false or auto, got 'yes'"):
         _model(channels_last="yes")
@@ -321,7 +323,7 @@ def test_project_configs_instantiate_and_train(schedule):
     assert trainer.optimizers[0].param_groups[0]["weight_decay"] == expected_wd
 
 
-def test_channels_last_auto_converts_in_setup_before_the_strategy_wraps_the_model():
+def test_channels_last_auto_converts_in_setup_before_the_strategy_wraps_the_model(monkeypatch):
     """DDP lays out gradient buckets by parameter strides when it wraps the model (strategy.setup, before
     on_fit_start): the 'auto' conversion to channels_last must already have happened in setup()."""
     from types import SimpleNamespace
@@ -333,7 +335,9 @@ def test_channels_last_auto_converts_in_setup_before_the_strategy_wraps_the_mode
         assert weights  # (1x1 kernels are contiguous in both layouts)
         return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights)
 
-    for device, expected in (("cuda", True), ("cpu", False)):
+    for device, bf16_units, expected in (("cuda", False, True), ("cpu", True, True), ("cpu", False, False)):
+        capabilities = {"avx512_bf16": bf16_units, "amx_bf16": False}
+        monkeypatch.setattr(compute_path, "_cpu_capabilities", lambda capabilities=capabilities: capabilities)
         model = CoarseClassifier("resnet10t", 2, small_input=True, channels_last="auto")
         model.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
         model.setup("fit")

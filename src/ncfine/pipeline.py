@@ -138,6 +138,7 @@ def build(
     validate_config(cfg)
     if compute is None:
         apply_compute_path(cfg)
+    use_compile_cache(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -172,6 +173,15 @@ def apply_compute_path(cfg: DictConfig) -> ComputePath:
         cfg.model.channels_last = compute.channels_last
     log.info(compute.describe())
     return compute
+
+
+def use_compile_cache(cfg: DictConfig) -> None:
+    """Point Inductor's on-disk cache at `paths.compile_cache_dir` when the model is compiled, so a
+    re-run (a resumed or extended run, the next seed of a sweep) loads its kernels instead of
+    compiling them again. Inductor reads the variable when it first compiles."""
+    cache_dir = OmegaConf.select(cfg, "paths.compile_cache_dir", default=None)
+    if OmegaConf.select(cfg, "model.compile", default=False) and cache_dir:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
 
 
 def requeue_plugins(cfg: DictConfig) -> dict[str, Any]:
