@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from ncfine.models.backbone import create_backbone
+from ncfine.models.backbone import check_backbone, create_backbone
 from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
 from ncfine.utils.containers import plain_dict
 from ncfine.utils.devices import trainer_root_device
@@ -76,10 +76,7 @@ class CoarseClassifier(pl.LightningModule):
                 f"num_classes must be an integer >= 2, got {num_classes!r} (with data.hierarchy, the number of "
                 "coarse classes: map the fine classes to at least 2 coarse classes)"
             )
-        if label_level not in LABEL_COLUMNS:
-            raise ConfigError(f"label_level must be one of {sorted(LABEL_COLUMNS)}, got {label_level!r}")
-        if not isinstance(nan_check_every_n_steps, int) or nan_check_every_n_steps < 1:
-            raise ConfigError(f"nan_check_every_n_steps must be a positive integer, got {nan_check_every_n_steps!r}")
+        _check_training_args(label_level, nan_check_every_n_steps)
         check_optimizer(optimizer)
         # Training on the fine labels is the upper bound itself: val/fine_acc_upper = val/acc.
         log_fine_upper = bool(log_fine_upper) or label_level == "fine"
@@ -118,6 +115,26 @@ class CoarseClassifier(pl.LightningModule):
         # True on the loss's device once a training loss was non-finite; read on the host only every few
         # steps. A plain attribute, not a buffer: DDP would overwrite every rank's buffers with rank 0's.
         self._nonfinite_loss: torch.Tensor | None = None
+
+    @classmethod
+    def check_args(
+        cls,
+        backbone: str,
+        *,
+        small_input: bool = True,
+        pretrained: bool = False,
+        in_chans: int = 3,
+        width: float = 1.0,
+        backbone_kwargs: dict | None = None,
+        label_level: str = "coarse",
+        nan_check_every_n_steps: int = 50,
+        **_built_later,
+    ) -> None:
+        """The constructor's checks that build no model (a sweep's pre-flight runs them for every
+        job, ncfine.preflight): label level, backbone name, width and its family's width rule."""
+        _check_training_args(label_level, nan_check_every_n_steps)
+        kwargs = plain_dict(backbone_kwargs, "backbone_kwargs (timm.create_model kwargs)")
+        check_backbone(backbone, small_input, pretrained=pretrained, in_chans=in_chans, width=width, **kwargs)
 
     # ----------------------------------------------------------------------------------------- forward
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,6 +254,13 @@ class CoarseClassifier(pl.LightningModule):
         # Round up: when trainer.max_steps ends training early, total need not be a multiple of max_epochs,
         # and a schedule shorter than the run breaks (OneCycleLR raises on the extra steps).
         return max_epochs, max(1, math.ceil(int(total) / max_epochs))
+
+
+def _check_training_args(label_level: str, nan_check_every_n_steps: int) -> None:
+    if label_level not in LABEL_COLUMNS:
+        raise ConfigError(f"label_level must be one of {sorted(LABEL_COLUMNS)}, got {label_level!r}")
+    if not isinstance(nan_check_every_n_steps, int) or nan_check_every_n_steps < 1:
+        raise ConfigError(f"nan_check_every_n_steps must be a positive integer, got {nan_check_every_n_steps!r}")
 
 
 def check_optimizer(optimizer: Callable | None) -> None:
