@@ -22,7 +22,8 @@ SLURM the checks run on the submitting host: a GPU missing there says nothing ab
 other paths.
 
 Which checks apply depends on the app whose config is swept: `PREFLIGHTS` maps Hydra's config
-name (`train`) to its job check; other apps' sweeps get the node-count check only.
+name (`train`) to its job check; other apps' sweeps get the node-count check only, and so does a
+sweep run with `preflight=false` (for a check that is wrong about a setup: say so in an issue).
 """
 
 from __future__ import annotations
@@ -150,34 +151,35 @@ def check_sweep(
     job_overrides: Sequence[Sequence[str]],
     executor: str,
     launcher_nodes: Any = None,
+    check_jobs: bool = True,
 ) -> Verdict:
     """Compose every job (`compose_job(overrides)`) and check it; `executor` is where the jobs
-    run: `slurm` (not this machine) or another launcher's name (this machine)."""
+    run: `slurm` (not this machine) or another launcher's name (this machine). `check_jobs=False`
+    (`preflight=false`) keeps only the node counts, whose mistake would hang a job for 30 minutes."""
     from ncfine.multinode import sweep_error
 
     started = time.monotonic()
-    check_job = PREFLIGHTS.get(config_name)
-    configs = [_without_hydra_node(compose_job(list(overrides))) for overrides in job_overrides]
-    node_error = sweep_error(
-        executor, launcher_nodes, [OmegaConf.select(cfg, "trainer.num_nodes", default=None) for cfg in configs]
-    )
+    check_job = PREFLIGHTS.get(config_name) if check_jobs else None
     findings: dict[Finding, list[int]] = {}
-    if node_error:
-        findings[Finding(node_error)] = list(range(len(configs)))
-    elif check_job is not None:
-        for num, cfg in enumerate(configs):
+    for num, overrides in enumerate(job_overrides):
+        cfg = _without_hydra_node(compose_job(list(overrides)))
+        node_error = sweep_error(executor, launcher_nodes, [OmegaConf.select(cfg, "trainer.num_nodes", default=None)])
+        job_findings = [Finding(node_error)] if node_error else []
+        if check_job is not None:
             try:
-                job_findings = check_job(cfg, executor != "slurm")
+                job_findings += check_job(cfg, executor != "slurm")
             except Exception as exc:  # noqa: BLE001 - a bug in a check must not stop a good sweep
-                job_findings = [Finding(f"pre-flight could not check it ({type(exc).__name__}: {exc})", fatal=False)]
-            for finding in job_findings:
-                findings.setdefault(finding, []).append(num)
+                job_findings.append(
+                    Finding(f"pre-flight could not check it ({type(exc).__name__}: {exc}); it runs unchecked", False)
+                )
+        for finding in job_findings:
+            findings.setdefault(finding, []).append(num)
     names = job_names(job_overrides)
     lines = {
         fatal: [affected(nums, names) + finding.message for finding, nums in findings.items() if finding.fatal == fatal]
         for fatal in (True, False)
     }
-    return Verdict(lines[True], lines[False], len(configs), time.monotonic() - started)
+    return Verdict(lines[True], lines[False], len(job_overrides), time.monotonic() - started)
 
 
 def _without_hydra_node(cfg: DictConfig) -> DictConfig:
@@ -188,14 +190,14 @@ def _without_hydra_node(cfg: DictConfig) -> DictConfig:
 
 
 def affected(nums: list[int], names: list[str]) -> str:
-    """'all 8 jobs: ', 'the job: ' or '2 of 8 jobs (#1 lr=-1; #3 lr=-1): '."""
+    """'all 8 jobs: ', "the sweep's job: " or '2 of 8 jobs (#1 lr=-1; #3 lr=-1): '."""
     total = len(names)
     if total == 1:
         return "the sweep's job: "
     if len(nums) == total:
         return f"all {total} jobs: "
     listed = "; ".join(f"#{n} {names[n]}" if names[n] else f"#{n}" for n in nums)
-    return f"{len(nums)} of {total} job{'s' if total > 1 else ''} ({listed}): "
+    return f"{len(nums)} of {total} jobs ({listed}): "
 
 
 def job_names(job_overrides: Sequence[Sequence[str]]) -> list[str]:

@@ -163,8 +163,9 @@ def _data(cfg: DictConfig) -> None:
 
 @check
 def _targets(cfg: DictConfig) -> None:
-    # An experiment that tunes a callback the chosen group lacks (experiment=cifar10_cpu with
-    # callbacks=none) leaves a node of options with nothing to build; Lightning would fail much later.
+    # Options for a callback the chosen group lacks (callbacks=none +callbacks.neural_collapse.x=1)
+    # leave a node with nothing to build; Lightning would fail much later. (Experiments set the
+    # top-level `analysis` keys instead, which any callbacks group may read or ignore.)
     for group in ("callbacks", "logger"):
         for name, node in (_get(cfg, group) or {}).items():
             if node is None:
@@ -176,6 +177,30 @@ def _targets(cfg: DictConfig) -> None:
                     f"{group} group does not include '{name}'; choose a group that does, or drop it with "
                     f"'~{group}.{name}' (a null entry also disables it)"
                 )
+
+
+ANALYSIS_SPLITS = ("train", "test")
+
+
+@check
+def _analysis(cfg: DictConfig) -> None:
+    # The top-level keys the analysis callbacks read (conf/train.yaml): named as the user set them,
+    # not as the callback nodes that interpolate them.
+    for key in ("analysis.every_n_epochs", "analysis.layerwise_every_n_epochs"):
+        every = _get(cfg, key)
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+            raise ConfigError(f"{key} must be a positive integer, got {every!r}")
+    for key in ("analysis.nc_splits", "analysis.recovery_splits"):
+        splits = _get(cfg, key)
+        if splits is None:
+            continue
+        listed = list(splits) if isinstance(splits, ListConfig) else None
+        if listed is None or any(split not in ANALYSIS_SPLITS for split in listed):
+            raise ConfigError(f"{key} must be a list of splits from {list(ANALYSIS_SPLITS)}, got {_plain(splits)!r}")
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 @check

@@ -46,6 +46,7 @@ def preflight(launcher: Any, executor: str, launcher_nodes: Any, job_overrides: 
         job_overrides,
         executor,
         launcher_nodes,
+        check_jobs=bool(config.get("preflight", True)),
     )
     report(verdict, str(config.get("sweep_name", "")), Path(str(config.hydra.sweep.dir)))
 

@@ -8,6 +8,7 @@ analysis callbacks read `features(x)` (h) and `head` (W, b) for NC1-NC4 (Papyan,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,11 @@ from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
 from ncfine.utils.containers import plain_dict
 from ncfine.utils.devices import trainer_root_device
 from ncfine.utils.errors import ConfigError, DivergedError, first_line
+from ncfine.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+# Where a checkpoint records the (max_epochs, steps per epoch) its LR schedule was built for.
+SCHEDULE_KEY = "ncfine_schedule_length"
 
 LABEL_COLUMNS = {"coarse": 1, "fine": 2}  # position in the batch (image, coarse, fine, index)
 
@@ -115,6 +121,10 @@ class CoarseClassifier(pl.LightningModule):
         # True on the loss's device once a training loss was non-finite; read on the host only every few
         # steps. A plain attribute, not a buffer: DDP would overwrite every rank's buffers with rank 0's.
         self._nonfinite_loss: torch.Tensor | None = None
+        # (max_epochs, steps per epoch) the LR schedule was built for, and the one a resumed
+        # checkpoint's schedule was built for (see on_train_start).
+        self._schedule: list[int | None] | None = None
+        self._resumed_schedule: list[int | None] | None = None
 
     @classmethod
     def check_args(
@@ -240,8 +250,55 @@ class CoarseClassifier(pl.LightningModule):
         if self._scheduler_factory is None:
             return optimizer
         max_epochs, steps_per_epoch = self._schedule_length()
+        self._schedule = [max_epochs, steps_per_epoch]
         scheduler = self._scheduler_factory(optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ------------------------------------------------------------------------ extending a finished run
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._schedule is not None:
+            checkpoint[SCHEDULE_KEY] = list(self._schedule)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)
+
+    def on_train_start(self) -> None:
+        """A run resumed with another trainer.max_epochs (a finished run extended): rebuild the LR
+        schedule for the new length and move it to the step the run reached.
+
+        Lightning would restore the old schedule's state, length included, and step it past its
+        end (a cosine turns back up on its own). Rebuilt, the remaining epochs follow the schedule
+        a run planned for the new length has from this step on: a cosine that had annealed to
+        eta_min rises to the new curve's value at this point (at 2 of 4 epochs, half the lr) and
+        anneals to eta_min at the new end; a multistep schedule's milestones move with max_epochs.
+        """
+        resumed, current = self._resumed_schedule, self._schedule
+        if (
+            resumed is None
+            or current is None
+            or list(resumed) == list(current)
+            or not self.trainer.lr_scheduler_configs
+        ):
+            return
+        config = self.trainer.lr_scheduler_configs[0]
+        steps_done = int(config.scheduler.last_epoch)  # the steps (or epochs) the old schedule took
+        max_epochs, steps_per_epoch = current
+        # From the configured lr (each group's `initial_lr`, kept in the checkpoint), not from the old
+        # schedule's last value: torch's recursive cosine would scale that one (0 at its end).
+        for group in config.scheduler.optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        fresh = self._scheduler_factory(
+            config.scheduler.optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": intended here
+            for _ in range(steps_done):
+                fresh["scheduler"].step()
+        config.scheduler = fresh["scheduler"]
+        log.info(
+            f"lr schedule rebuilt for trainer.max_epochs={max_epochs} (the checkpoint's was built for {resumed[0]}); "
+            f"continuing at step {steps_done}, lr {self._current_lr()}"
+        )
 
     def _schedule_length(self) -> tuple[int | None, int | None]:
         """(max_epochs, optimizer steps per epoch); None where the trainer has no epoch budget (max_epochs -1/None)."""
