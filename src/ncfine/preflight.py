@@ -72,7 +72,9 @@ def check_train_job(cfg: DictConfig, on_job_host: bool) -> list[Finding]:
             return None
 
     config_ok = attempt(lambda: validate_config(cfg, on_job_host=on_job_host, in_job_process=False) or True)
-    datamodule = attempt(lambda: instantiate(cfg.data))  # constructors check their arguments; no file is read
+    # The data's constructors check their arguments (no file is read). Only once the config's own
+    # checks pass: a bad top-level value (seed=x) reaches data.seed too, and one line says it.
+    datamodule = attempt(lambda: instantiate(cfg.data)) if config_ok else None
     if datamodule is not None:
         try:
             datamodule.check_files_and_hierarchy()
@@ -216,8 +218,9 @@ def report(verdict: Verdict, sweep_name: str, sweep_dir: Path) -> None:
         return
     for line in verdict.errors:
         print(f"ncfine: error: {line}", file=sys.stderr, flush=True)
+    jobs = "its job" if verdict.jobs == 1 else f"any of its {verdict.jobs} jobs"
     print(
-        f"ncfine: sweep {sweep_name}: none of its {verdict.jobs} jobs was started "
+        f"ncfine: sweep {sweep_name}: stopped before starting {jobs} "
         f"(pre-flight: {verdict.seconds:.1f} s); fix the value(s) above and run it again",
         file=sys.stderr,
         flush=True,
