@@ -7,9 +7,9 @@ first; it composes each job as the job will compose itself and runs the checks a
 it loads data or builds a model, through the same functions the run calls:
 
 - `ncfine.validation.validate_config` (config values, missing `???`, callbacks and loggers);
-- the data module's constructor (batch sizes, `max_train_samples`, ...) and its
-  `check_files_and_hierarchy` (the source's own "not found" error; the hierarchy against the
-  source's fine classes where they are known without reading a file);
+- the data module's constructor (batch sizes, `max_train_samples`, ...), its `check_hierarchy`
+  (the hierarchy against the source's fine classes where they are known without reading a file)
+  and `check_files` (the source's own "not found" error);
 - the model's `check_args` (backbone name, width and its family's width rule, label level);
 - the optimizer factory's argument check, and the analysis callbacks' constructors (splits,
   cadence, sample caps, recovery settings);
@@ -38,6 +38,7 @@ from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from ncfine.utils.errors import DataError, NcfineError
 from ncfine.utils.instantiate import instantiate
@@ -76,8 +77,9 @@ def check_train_job(cfg: DictConfig, on_job_host: bool) -> list[Finding]:
     # checks pass: a bad top-level value (seed=x) reaches data.seed too, and one line says it.
     datamodule = attempt(lambda: instantiate(cfg.data)) if config_ok else None
     if datamodule is not None:
+        attempt(datamodule.check_hierarchy)
         try:
-            datamodule.check_files_and_hierarchy()
+            datamodule.check_files()
         except DataError as exc:
             where = socket.gethostname()
             findings.append(
@@ -105,7 +107,10 @@ def _check_model(model: DictConfig, in_chans: int) -> None:
     """The model class's own `check_args` (CoarseClassifier's: backbone, width rule, ...), if it has one."""
     check_args = getattr(_located(model._target_), "check_args", None)
     if check_args is not None:
-        options = OmegaConf.to_container(model, resolve=True)
+        try:
+            options = OmegaConf.to_container(model, resolve=True)
+        except OmegaConfBaseException:  # a `???` or a broken interpolation: validate_config says which
+            return
         options.pop("_target_", None)
         check_args(in_chans=in_chans, **options)
 

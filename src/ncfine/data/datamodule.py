@@ -124,11 +124,14 @@ class HierarchicalDataModule(pl.LightningDataModule):
         self._resident_choice: dict[torch.device, bool] = {}
 
     # ------------------------------------------------------------------------------ loading
-    def check_files_and_hierarchy(self) -> None:
-        """What can be checked before a split is read (a sweep's pre-flight, for every job): the
-        source's files are there or will be downloaded (its own "not found" error otherwise), and
-        the hierarchy fits the source's fine classes where the source knows them without loading."""
+    def check_files(self) -> None:
+        """Before any split is read (a sweep's pre-flight, for every job): the source's files are
+        there or will be downloaded; its own "not found" error otherwise."""
         self.source.check_files()
+
+    def check_hierarchy(self) -> None:
+        """Before any split is read: the hierarchy fits the source's fine classes where the source
+        knows them without loading (mod:K against CIFAR-10's 10 classes)."""
         spec = getattr(self.source, "default_hierarchy", "identity") if self.hierarchy_spec == "default" else None
         check_hierarchy_spec(spec or self.hierarchy_spec, self.source.known_num_fine())
 
