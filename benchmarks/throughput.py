@@ -8,11 +8,22 @@ warm-up and not timed.
 
     python benchmarks/throughput.py --data-root DIR --backbone resnet18 --epochs 3      # CUDA, CIFAR-10
     python benchmarks/throughput.py --tiny                                               # anywhere (CPU)
+
+CPU mode (--cpu): ncfine on its own default path (`trainer.precision: auto`, `model.channels_last:
+auto`: bf16-mixed + channels_last where the CPU has bf16 units) against the plain loop in float32
+(NCHW) and in bf16 autocast + channels_last, for ResNet-18, VGG-16-bn and DenseNet-121 at width
+0.25 (DenseNet: growth rate 8), batch 64, CIFAR stems, on a subset of CIFAR-10:
+
+    python benchmarks/throughput.py --cpu --data-root DIR [--images 3000] [--epochs 3]
+
+It prints img/s per variant and the ratios against the targets (CPU_TARGETS below).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +41,34 @@ from _harness import (
 from ncfine.data.transforms import random_crop_flip
 from ncfine.models.backbone import create_backbone
 
+# --cpu: (backbone, width, plain bf16+channels_last over plain fp32 that ncfine must reach), from the
+# issue's plain-loop measurement on an AMX-BF16 box (2.75x, 2x, 1.3-1.75x).
+CPU_SUITE = (("resnet18", 0.25, 2.5), ("vgg16_bn", 0.25, 1.9), ("densenet121", 0.25, 1.3))
+# ncfine's step against the fastest plain variant.
+CPU_TARGET_VS_BEST = 0.95
+
 
 def plain_loop(
-    images, labels, mean, std, backbone, num_classes, epochs, batch_size, device, precision, channels_last, pad, flip
+    images,
+    labels,
+    mean,
+    std,
+    backbone,
+    num_classes,
+    epochs,
+    batch_size,
+    device,
+    precision,
+    channels_last,
+    pad,
+    flip,
+    width=1.0,
 ):
     """The reference: a hand-written loop with the same model, augmentation and optimiser."""
     torch.manual_seed(0)
-    features, dim = create_backbone(backbone, small_input=True, img_size=images.shape[-1], in_chans=images.shape[1])
+    features, dim = create_backbone(
+        backbone, small_input=True, img_size=images.shape[-1], in_chans=images.shape[1], width=width
+    )
     model = torch.nn.Sequential(features, torch.nn.Linear(dim, num_classes)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -66,10 +98,87 @@ def plain_loop(
     return times
 
 
+def cpu_suite(args) -> None:
+    """ncfine's default CPU path against plain fp32 and plain bf16 + channels_last, per family."""
+    from ncfine.utils.compute_path import resolve_compute_path
+
+    device = torch.device("cpu")
+    path = resolve_compute_path("cpu", "auto", "auto")
+    print(f"ncfine's path here: {path.describe()}; {torch.get_num_threads()} threads, batch {args.batch_size}")
+    data = ["data=digits"] if args.tiny else ["data=cifar10", f"data.source.root={args.data_root}"]
+    suite = [(b, w, t) for b, w, t in CPU_SUITE if not args.backbones or b in args.backbones]
+    suite += [(b, args.width, None) for b in args.backbones or () if b not in {s[0] for s in CPU_SUITE}]
+    rows = []
+    for backbone, width, target in suite:
+        overrides = [
+            *data,
+            f"model.backbone={backbone}",
+            f"model.width={width}",
+            f"data.batch_size={args.batch_size}",
+            "data.device_resident=true",
+            "data.num_workers=0",
+            "optimizer.lr=0.1",
+            "optimizer.nesterov=true",
+            "scheduler=constant",
+            "trainer.accelerator=cpu",
+            f"trainer.max_epochs={args.epochs}",
+            "callbacks=none",
+            "trainer.limit_val_batches=0",
+        ]
+        if args.images:
+            overrides.append(f"+data.max_train_samples={args.images}")
+        timer, _, dm = ncfine_epochs(overrides, device)
+        train = dm.split("train")
+        images, coarse = train.images, dm.hierarchy.coarse_of(train.fine)
+        mean, std = dm.normalization
+        n = images.shape[0]
+        rates = {"ncfine": n / mean_after_warmup(timer.times)}
+        for name, precision, channels_last in (("plain fp32", "32", False), ("plain bf16+cl", "bf16", True)):
+            times = plain_loop(
+                images, coarse, mean, std, backbone, dm.num_coarse, args.epochs, args.batch_size, device,
+                precision, channels_last, dm.pad, dm.flip, width=width,
+            )  # fmt: skip
+            rates[name] = n / mean_after_warmup(times)
+        best = max(rates["plain fp32"], rates["plain bf16+cl"])
+        row = {
+            "backbone": f"{backbone} x {width:g}",
+            "images": n,
+            "plain_fp32_images_per_s": rates["plain fp32"],
+            "plain_bf16_cl_images_per_s": rates["plain bf16+cl"],
+            "ncfine_images_per_s": rates["ncfine"],
+            "ncfine_vs_best_plain": rates["ncfine"] / best,
+            "ncfine_vs_plain_fp32": rates["ncfine"] / rates["plain fp32"],
+            "target_vs_plain_fp32": target,
+            "met": rates["ncfine"] / best >= CPU_TARGET_VS_BEST
+            and (target is None or rates["ncfine"] / rates["plain fp32"] >= target),
+        }
+        rows.append(row)
+        print(
+            f"{row['backbone']:18s} fp32 {rates['plain fp32']:7.0f}  bf16+cl {rates['plain bf16+cl']:7.0f}  "
+            f"ncfine {rates['ncfine']:7.0f} img/s | ncfine/best plain {row['ncfine_vs_best_plain']:.3f} "
+            f"(>= {CPU_TARGET_VS_BEST})  ncfine/plain fp32 {row['ncfine_vs_plain_fp32']:.2f}"
+            + (f" (>= {target})" if target else "")
+            + ("  met" if row["met"] else "  NOT MET"),
+            flush=True,
+        )
+    if args.json:
+        result = {"device": device_name(device), "path": path.as_dict(), "epochs_timed": args.epochs - 1, "rows": rows}
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
-    args, device = parse_training_args(training_parser(__doc__, epochs=3))
+    parser = training_parser(__doc__, epochs=3)
+    parser.add_argument("--cpu", action="store_true", help="the CPU suite: ncfine vs plain fp32 and bf16+channels_last")
+    parser.add_argument("--backbones", nargs="*", default=None, help="--cpu: only these (others at --width)")
+    parser.add_argument("--width", type=float, default=1.0, help="--cpu: width of backbones outside the suite")
+    parser.add_argument("--images", type=int, default=3000, help="--cpu: training images per epoch (0: all)")
+    parser.set_defaults(batch_size=None)
+    args, device = parse_training_args(parser)
     if args.clock != "wall":
         raise SystemExit("throughput.py: only --clock wall (the plain loop is timed in wall seconds)")
+    args.batch_size = args.batch_size or (64 if args.cpu else 512)
+    if args.cpu:
+        return cpu_suite(args)
     on_cuda = device.type == "cuda"
     overrides = training_overrides(args, device)
     # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);

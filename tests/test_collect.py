@@ -12,12 +12,16 @@ import torch
 
 from conftest import run_cli
 from ncfine.collect import (
+    HEATMAP_METRICS,
     CollectError,
     aggregate_seeds,
+    default_heatmap_metrics,
     heatmap_grid,
     load_runs,
     load_wandb_runs,
+    plot_heatmap,
     run_from_wandb,
+    run_variants,
     summarize,
     write_heatmaps,
 )
@@ -62,8 +66,10 @@ def metrics_for(backbone, lr, wd, seed):
     base = 0.5 + 0.1 * BACKBONES.index(backbone) + lr + 100 * wd
     return {
         "val/acc": 0.9,
+        "train/acc": 0.95,
         "nc/train/nc1": base * 10,
         "nc/test/nc1": base * 20,
+        "fine/train/kmeans_per_coarse_acc": base + 0.05 + 0.01 * seed,
         "fine/test/kmeans_per_coarse_acc": base + 0.01 * seed,
         "fine/probe_acc": 0.7,
     }
@@ -160,8 +166,11 @@ def test_summarize_one_row_per_job_and_seed_aggregation(sweep):
         "seed",
         "status",
         "val/acc",
+        "train/acc",
         "nc/train/nc1",
         "nc/test/nc4",
+        "fine/train/kmeans_per_coarse_acc",
+        "fine/train/kmeans_global_acc",
         "fine/test/kmeans_per_coarse_acc",
         "fine/test/kmeans_global_acc",
         "fine/probe_acc",
@@ -211,16 +220,61 @@ def test_cli_writes_summary_and_heatmaps(sweep, tmp_path):
     with open(out / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 16 and {r["status"] for r in rows} == {"completed", "failed", "diverged", "missing"}
+    assert {float(r["fine/train/kmeans_per_coarse_acc"]) for r in rows if r["status"] == "completed"}
     markdown = (out / "summary.md").read_text()
     assert markdown.count("\n| ") >= 16 + 8 and "missing" in markdown and "±" in markdown
+    assert "fine/train/kmeans_per_coarse_acc" in markdown.splitlines()[6]  # the jobs table's header
     pngs = sorted(p.name for p in out.glob("heatmap_*.png"))
     assert pngs == [
-        "heatmap_fine_test_kmeans_per_coarse_acc_resnet18.png",
-        "heatmap_fine_test_kmeans_per_coarse_acc_vgg16_bn.png",
-        "heatmap_nc_train_nc1_resnet18.png",
-        "heatmap_nc_train_nc1_vgg16_bn.png",
+        f"heatmap_{metric}_{backbone}.png"
+        for metric in ("fine_test_kmeans_per_coarse_acc", "fine_train_kmeans_per_coarse_acc", "nc_train_nc1", "val_acc")
+        for backbone in BACKBONES
     ]
     assert all((out / p).stat().st_size > 5000 for p in pngs)
+
+
+def test_default_heatmaps_leave_out_what_no_completed_job_logged(sweep, tmp_path):
+    table = summarize(load_runs(sweep)).assign(**{"fine/train/kmeans_per_coarse_acc": math.nan})
+    metrics, notes = default_heatmap_metrics(table)
+    assert metrics == ["fine/test/kmeans_per_coarse_acc", "nc/train/nc1", "val/acc"]
+    assert notes == ["no heatmap of fine/train/kmeans_per_coarse_acc: no completed job logged it"]
+    # Nothing completed: every default is drawn, its grey cells saying why.
+    failed = table.assign(status="failed")
+    assert default_heatmap_metrics(failed) == (list(HEATMAP_METRICS), [])
+    # Asked for by name, a metric is drawn even without values (its cells say `no value`).
+    [path] = write_heatmaps(table[table["backbone"] == "vgg16_bn"], tmp_path, ["fine/train/kmeans_per_coarse_acc"])
+    assert path.name == "heatmap_fine_train_kmeans_per_coarse_acc_vgg16_bn.png"
+
+
+def test_nc_heatmaps_use_a_log_colour_scale(sweep):
+    from matplotlib.colors import LogNorm
+
+    table = summarize(load_runs(sweep))
+    for metric, log_scale in (("nc/train/nc1", True), ("fine/train/kmeans_per_coarse_acc", False), ("val/acc", False)):
+        fig = plot_heatmap(heatmap_grid(table, metric, "resnet18"), metric, metric)
+        assert isinstance(fig.axes[0].images[0].norm, LogNorm) is log_scale, metric
+
+
+def test_an_arm_per_backbone_is_not_a_variant_but_an_arm_that_splits_one_is(tmp_path):
+    # experiment=cifar10_cpu_grid style: the backbone comes from an arm of a config group.
+    for arm, backbone in (("resnet18", "resnet18"), ("vgg16_bn", "vgg16_bn")):
+        for lr in LRS:
+            fake_job(tmp_path / "grid", backbone, lr, 5e-4, 0, metrics=metrics_for(backbone, lr, 5e-4, 0))
+            # the arm, not model.backbone, is what the sweep's command line named
+            job = (
+                tmp_path / "grid" / f"model.backbone={backbone},optimizer.lr={lr},optimizer.weight_decay=0.0005,seed=0"
+            )
+            (job / ".hydra" / "overrides.yaml").write_text(f"- +grid_arm={arm}\n- optimizer.lr={lr}\n")
+    table = summarize(load_runs(tmp_path / "grid"))
+    assert list(table["variant"]) == [""] * 4
+    written = write_heatmaps(table, tmp_path / "out", ["val/acc"])
+    assert sorted(p.name for p in written) == ["heatmap_val_acc_resnet18.png", "heatmap_val_acc_vgg16_bn.png"]
+    # experiment=cifar10_cpu style: resnet18 on coarse and on fine labels are two arms of one backbone.
+    runs = [
+        {"config": {"backbone": backbone}, "overrides": [f"+cifar10_cpu={arm}", "seed=0"], "status": "completed"}
+        for arm, backbone in (("resnet18", "resnet18"), ("resnet18_fine", "resnet18"), ("vgg16_bn", "vgg16_bn"))
+    ]
+    assert run_variants(runs) == ["+cifar10_cpu=resnet18", "+cifar10_cpu=resnet18_fine", "+cifar10_cpu=vgg16_bn"]
 
 
 def test_cli_empty_dir_is_one_line_error(tmp_path):

@@ -28,6 +28,7 @@ from ncfine.loggers import finish_loggers, log_run_config
 from ncfine.run_dir import config_summary
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
 from ncfine.utils.checkpoints import RESUME_ORDER
+from ncfine.utils.compute_path import ComputePath, resolve_compute_path
 from ncfine.utils.errors import ConfigError, DivergedError, NcfineError
 from ncfine.utils.instantiate import instantiate
 from ncfine.utils.logging import RankedLogger
@@ -79,7 +80,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers: list = []
     try:
         run_files = RunFilesCallback(run_dir, on_epoch_written=record.running)
-        datamodule, model, trainer = build(cfg, extra_callbacks=[run_files])
+        record.compute = apply_compute_path(cfg)
+        datamodule, model, trainer = build(cfg, extra_callbacks=[run_files], compute=record.compute)
         loggers = trainer.loggers
         log_run_config(loggers, cfg)
         ckpt_path = extend_from or (find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None)
@@ -160,10 +162,15 @@ def hand_over_preemption(run_files: RunFilesCallback, record: ResultsRecorder, s
         raise
 
 
-def build(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[Any, pl.LightningModule, pl.Trainer]:
+def build(
+    cfg: DictConfig, extra_callbacks: list | None = None, compute: ComputePath | None = None
+) -> tuple[Any, pl.LightningModule, pl.Trainer]:
     """Validate and seed, then (datamodule, model, trainer) from the config: the data first, since
-    the model's num_classes / in_chans / img_size come from it."""
+    the model's num_classes / in_chans / img_size come from it. `compute`: the path `apply_compute_path`
+    already resolved in `cfg` (else it is resolved here)."""
     validate_config(cfg)
+    if compute is None:
+        apply_compute_path(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -183,6 +190,21 @@ def build(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[Any, pl
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **requeue_plugins(cfg))
     return datamodule, model, trainer
+
+
+def apply_compute_path(cfg: DictConfig) -> ComputePath:
+    """Resolve `trainer.precision: auto` and `model.channels_last: auto` in `cfg` (in place, so
+    config.yaml records what ran) and return the path with its reason (`ncfine.utils.compute_path`)."""
+    compute = resolve_compute_path(
+        OmegaConf.select(cfg, "trainer.accelerator", default="auto"),
+        OmegaConf.select(cfg, "trainer.precision", default="32-true"),
+        OmegaConf.select(cfg, "model.channels_last", default=False),
+    )
+    cfg.trainer.precision = compute.precision
+    if OmegaConf.select(cfg, "model.channels_last") is not None:
+        cfg.model.channels_last = compute.channels_last
+    log.info(compute.describe())
+    return compute
 
 
 def requeue_plugins(cfg: DictConfig) -> dict[str, Any]:
@@ -223,6 +245,7 @@ class ResultsRecorder:
         self.cfg = cfg
         self.summary = config_summary(cfg)
         self.resumed_from: str | None = None
+        self.compute: ComputePath | None = None  # set once resolved (`apply_compute_path`)
 
     def save_config(self) -> None:
         atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
@@ -230,8 +253,6 @@ class ResultsRecorder:
     def running(self, epochs_completed: int, row: dict, resumed_from: str | None = None) -> None:
         self.resumed_from = resumed_from or self.resumed_from
         payload = self._payload("running", None, epochs_completed, None, {k: v for k, v in row.items() if k != "epoch"})
-        if self.resumed_from:
-            payload["resumed_from"] = self.resumed_from
         atomic_write_json(self.run_dir / "results.json", payload)
 
     def finish(
@@ -255,8 +276,10 @@ class ResultsRecorder:
             "wall_time_s": None if wall is None else round(float(wall), 3),
             "metrics": metrics,
             "config": self.summary,
+            "compute": None if self.compute is None else {**self.compute.as_dict(), "path": self.compute.describe()},
             "versions": package_versions(),
             "run_dir": str(self.run_dir),
+            **({"resumed_from": self.resumed_from} if self.resumed_from else {}),
         }
 
 

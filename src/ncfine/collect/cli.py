@@ -1,5 +1,5 @@
-"""`ncfine-collect`: load -> table -> summary files + heatmaps; `--reproduction TARBALL`: the
-GPU reproduction's tables (ncfine.collect.reproduction)."""
+"""`ncfine-collect`: load -> table -> summary files + heatmaps + trajectories; `--reproduction
+TARBALL`: the GPU reproduction's tables (ncfine.collect.reproduction)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncfine.collect.heatmaps import write_heatmaps
+from ncfine.collect.heatmaps import default_heatmap_metrics, write_heatmaps
 from ncfine.collect.loading import load_runs
 from ncfine.collect.schema import HEATMAP_METRICS, CollectError, tally
-from ncfine.collect.tables import summarize, write_summary
+from ncfine.collect.tables import run_variants, summarize, write_summary
+from ncfine.collect.trajectories import write_trajectories
 from ncfine.collect.wandb_runs import load_wandb_runs
 
 
@@ -21,9 +22,11 @@ def collect(
     out_dir: str | None = None,
     wandb_path: str | None = None,
     group: str | None = None,
-    heatmap_metrics: Sequence[str] = HEATMAP_METRICS,
+    heatmap_metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """load -> summarize -> write; returns {table, files}."""
+    """load -> summarize -> write; returns {table, files, notes}. `heatmap_metrics` None: the
+    defaults that the completed jobs logged (`default_heatmap_metrics`). Trajectory figures come
+    from each run's metrics.csv, so from a sweep dir only, not from W&B."""
     if wandb_path:
         runs = load_wandb_runs(wandb_path, group)
         source = f"W&B {wandb_path}" + (f" group {group}" if group else "")
@@ -37,9 +40,18 @@ def collect(
     if not runs:
         raise CollectError(f"no ncfine runs found in {source} (looked for job dirs with results.json or .hydra/)")
     table = summarize(runs)
+    notes: list[str] = []
+    if heatmap_metrics is None:
+        heatmap_metrics, notes = default_heatmap_metrics(table)
     files = write_summary(table, out, title=f"ncfine sweep: {source}")
     files += write_heatmaps(table, out, heatmap_metrics)
-    return {"table": table, "files": files}
+    if wandb_path:
+        notes.append("no trajectory figures from W&B: they read each run's metrics.csv (collect the sweep dir)")
+    else:
+        trajectories, trajectory_notes = write_trajectories(runs, out, run_variants(runs))
+        files += trajectories
+        notes += trajectory_notes
+    return {"table": table, "files": files, "notes": notes}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -55,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="append",
         default=None,
         metavar="KEY",
-        help=f"heatmap metric (repeatable; default: {', '.join(HEATMAP_METRICS)})",
+        help=f"heatmap metric (repeatable; default: those of {', '.join(HEATMAP_METRICS)} the completed jobs logged)",
     )
     parser.add_argument(
         "--reproduction",
@@ -80,12 +92,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.results or args.figures:
         parser.error("--results and --figures go with --reproduction TARBALL")
     try:
-        result = collect(args.sweep_dir, args.out, args.wandb, args.group, args.metric or HEATMAP_METRICS)
+        result = collect(args.sweep_dir, args.out, args.wandb, args.group, args.metric)
     except CollectError as exc:
         print(f"ncfine-collect: error: {exc}", file=sys.stderr)
         sys.exit(2)
     table = result["table"]
     print(f"ncfine-collect: {len(table)} jobs ({tally(table['status'])})")
+    for note in result["notes"]:
+        print(f"ncfine-collect: note: {note}", file=sys.stderr)
     for path in result["files"]:
         print(path)
 

@@ -1,5 +1,5 @@
 """The sweep table -> lr x wd heatmaps per backbone (seeds as mean +- std, grey cells say why
-they are empty)."""
+they are empty; NC metrics on a log colour scale)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ncfine.collect.schema import HEATMAP_METRICS, OK, tally
+from ncfine.collect.schema import HEATMAP_METRICS, OK, file_stem, tally
 
 
 def heatmap_grid(table: pd.DataFrame, metric: str, backbone: Any, variant: str = "") -> dict[str, Any]:
@@ -98,17 +98,30 @@ def plot_heatmap(grid: dict[str, Any], metric: str, title: str, path: str | os.P
 
 
 def heatmap_name(metric: str, backbone: Any, variant: str = "") -> str:
-    parts = [metric.replace("/", "_"), str(backbone)] + ([variant] if variant else [])
-    safe = "_".join(parts)
-    for bad in "/\\ =,:":
-        safe = safe.replace(bad, "_" if bad not in "=," else ("-" if bad == "=" else "+"))
-    return f"heatmap_{safe}.png"
+    return f"heatmap_{file_stem(metric, backbone, variant)}.png"
 
 
-def write_heatmaps(
-    table: pd.DataFrame, out_dir: str | os.PathLike, metrics: Sequence[str] = HEATMAP_METRICS
-) -> list[Path]:
-    """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric, backbone and variant."""
+def default_heatmap_metrics(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(metrics to draw, notes): `HEATMAP_METRICS` less those that no completed job logged (e.g.
+    the train split's recovery in a sweep that analysed the test split only), each left out with a
+    one-line note. With no completed job at all, all of them: their grey cells say why."""
+    completed = table[table["status"] == OK]
+    if completed.empty:
+        return list(HEATMAP_METRICS), []
+    drawn, notes = [], []
+    for metric in HEATMAP_METRICS:
+        if metric in completed.columns and completed[metric].notna().any():
+            drawn.append(metric)
+        else:
+            notes.append(f"no heatmap of {metric}: no completed job logged it")
+    return drawn, notes
+
+
+def write_heatmaps(table: pd.DataFrame, out_dir: str | os.PathLike, metrics: Sequence[str] | None = None) -> list[Path]:
+    """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric, backbone and variant;
+    `metrics` None: `default_heatmap_metrics(table)`."""
+    if metrics is None:
+        metrics = default_heatmap_metrics(table)[0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if table["lr"].isna().all() or table["weight_decay"].isna().all():

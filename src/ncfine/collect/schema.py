@@ -1,5 +1,5 @@
 """What every collect step agrees on: the columns of the sweep table, the completed status, the
-error type, and the status tally used in titles and cells."""
+error type, the status tally used in titles and cells, and file names made of metric keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 CONFIG_COLUMNS = ("data", "backbone", "lr", "weight_decay", "seed")
 METRIC_COLUMNS = (
     "val/acc",
+    # Coarse accuracy on the training batches (augmented, the model in train mode): with NC1 on the
+    # train split, how far a run is into the terminal phase.
+    "train/acc",
     "nc/train/nc1",
     "nc/train/nc2_etf_error",
     "nc/train/nc3",
@@ -17,12 +20,22 @@ METRIC_COLUMNS = (
     "nc/test/nc2_etf_error",
     "nc/test/nc3",
     "nc/test/nc4",
+    # Recovery from the training features (fine_recovery.splits with train): the features that
+    # collapse; empty for runs that analysed the test split only.
+    "fine/train/kmeans_per_coarse_acc",
+    "fine/train/kmeans_global_acc",
     "fine/test/kmeans_per_coarse_acc",
     "fine/test/kmeans_global_acc",
     "fine/probe_acc",
     "fine/knn_acc",
 )
-HEATMAP_METRICS = ("fine/test/kmeans_per_coarse_acc", "nc/train/nc1")
+# The default heatmaps; a metric that no completed job logged is left out (ncfine.collect.heatmaps).
+HEATMAP_METRICS = (
+    "fine/train/kmeans_per_coarse_acc",
+    "fine/test/kmeans_per_coarse_acc",
+    "nc/train/nc1",
+    "val/acc",
+)
 # Keys that place a job in the lr x wd grid; other swept keys make a separate `variant`.
 GRID_OVERRIDES = ("model.backbone", "optimizer.lr", "optimizer.weight_decay", "seed")
 OK = "completed"
@@ -37,3 +50,13 @@ def tally(statuses: Iterable[Any]) -> str:
     for status in statuses:
         counts[str(status)] = counts.get(str(status), 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def file_stem(*parts: Any) -> str:
+    """Parts of a figure's name joined by `_`, with the characters of metric keys and Hydra
+    overrides that do not belong in a file name replaced (`/`, space, `:` -> `_`; `=` -> `-`;
+    `,` -> `+`): `file_stem("nc/train/nc1", "resnet18")` is `nc_train_nc1_resnet18`."""
+    stem = "_".join(str(p) for p in parts if p not in (None, ""))
+    for bad, good in (("/", "_"), ("\\", "_"), (" ", "_"), (":", "_"), ("=", "-"), (",", "+")):
+        stem = stem.replace(bad, good)
+    return stem

@@ -18,7 +18,7 @@ from ncfine.collect.schema import CONFIG_COLUMNS, GRID_OVERRIDES, METRIC_COLUMNS
 def summarize(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
     """One row per job: config columns, status, `metrics` (NaN where a job has none), epochs,
     wall time, error, and `variant` (what else the sweep varied besides backbone/lr/wd/seed)."""
-    variants = _variants([run.get("overrides") or [] for run in runs])
+    variants = run_variants(runs)
     rows = []
     for run, variant in zip(runs, variants):
         cfg = run.get("config") or {}
@@ -56,12 +56,32 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _variants(overrides: list[list[str]]) -> list[str]:
-    """Per job, the overrides that differ between jobs, apart from the lr x wd grid and the seed."""
+def run_variants(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Per job (in the order of `runs`), its `variant`: what else the sweep varied (`_variants`)."""
+    backbones = [(run.get("config") or {}).get("backbone") for run in runs]
+    return _variants([run.get("overrides") or [] for run in runs], backbones)
+
+
+def _variants(overrides: list[list[str]], backbones: Sequence[Any] | None = None) -> list[str]:
+    """Per job, the overrides that differ between jobs, apart from the lr x wd grid and the seed,
+    and apart from a key that only names the backbone again: a sweep over arms of a config group
+    (`+cifar10_cpu_grid=resnet18,vgg16_bn`, one arm per backbone) keeps one variant per backbone, so
+    its heatmaps are `heatmap_<metric>_<backbone>.png`. A key whose values split a backbone (the
+    fine-label arm beside the coarse one of the same backbone) stays."""
     parsed = [dict(item.split("=", 1) if "=" in item else (item, "") for item in items) for items in overrides]
     keys = {k for p in parsed for k in p if k.lstrip("+~") not in GRID_OVERRIDES}
     varying = sorted(k for k in keys if len({p.get(k) for p in parsed}) > 1)
+    if backbones is not None:
+        varying = [k for k in varying if not _one_to_one([p.get(k) for p in parsed], backbones)]
     return [",".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
+
+
+def _one_to_one(values: Sequence[Any], backbones: Sequence[Any]) -> bool:
+    """Whether each value goes with one backbone and each backbone with one value (every job known)."""
+    pairs = set(zip(values, backbones))
+    if any(v is None or b is None for v, b in pairs):
+        return False
+    return len(pairs) == len({v for v, _ in pairs}) == len({b for _, b in pairs})
 
 
 def aggregate_seeds(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:

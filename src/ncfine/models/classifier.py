@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ncfine.models.backbone import check_backbone, create_backbone
 from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
+from ncfine.utils.compute_path import channels_last_auto
 from ncfine.utils.containers import plain_dict
 from ncfine.utils.devices import trainer_root_device
 from ncfine.utils.errors import ConfigError, DivergedError, first_line
@@ -42,8 +43,9 @@ class CoarseClassifier(pl.LightningModule):
         only used for inference (e.g. reloaded with `load_from_checkpoint` for analysis); fitting then fails.
     scheduler: a factory from `ncfine.optim.schedulers` (optimizer, max_epochs=, steps_per_epoch=) -> Lightning
         scheduler config, or None for a constant lr.
-    channels_last: keep conv weights and inputs in NHWC (faster convolutions on tensor-core GPUs):
-        True, False, or "auto" = on when training on CUDA.
+    channels_last: keep conv weights and inputs in NHWC (faster convolutions on tensor-core GPUs and on
+        CPUs with bf16 units): True, False, or "auto" = decided in `setup` from the trainer's device by
+        `ncfine.utils.compute_path.channels_last_auto` (ncfine-train resolves it before, to log it).
     compile: compile the backbone with torch.compile (in place, so checkpoint keys do not change); a dict
         is passed to torch.compile as keyword arguments (e.g. {"mode": "max-autotune"}) and implies True.
     label_level: which label column to train on, "coarse" or "fine"; `train/acc`, `val/acc` refer to it.
@@ -105,7 +107,9 @@ class CoarseClassifier(pl.LightningModule):
         if channels_last not in (True, False, "auto"):
             raise ConfigError(f"channels_last must be true, false or auto, got {channels_last!r}")
         self._channels_last = channels_last
-        if channels_last is True:
+        # NHWC inputs in `penultimate`; "auto" is decided in `setup`, once the device is known.
+        self._nhwc = channels_last is True
+        if self._nhwc:
             self.backbone.to(memory_format=torch.channels_last)
         if compile:
             # nn.Module.compile compiles in place: state_dict keys stay "backbone.*" (no "_orig_mod").
@@ -149,7 +153,7 @@ class CoarseClassifier(pl.LightningModule):
     # ----------------------------------------------------------------------------------------- forward
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features h (B, D) in the module's current mode, with gradients (training uses it)."""
-        if x.ndim == 4 and (self._channels_last is True or (self._channels_last == "auto" and x.is_cuda)):
+        if x.ndim == 4 and self._nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
@@ -190,8 +194,10 @@ class CoarseClassifier(pl.LightningModule):
         # gradient buckets by the parameters' strides when it is constructed; converting afterwards (e.g. in
         # on_fit_start) leaves every conv gradient mismatching its bucket view ("Grad strides do not match
         # bucket view strides"), an extra strided copy per parameter and step. `.to(device)` keeps the layout.
-        if self._channels_last == "auto" and trainer_root_device(self._trainer, self.device).type == "cuda":
-            self.backbone.to(memory_format=torch.channels_last)
+        if self._channels_last == "auto":
+            self._nhwc = channels_last_auto(trainer_root_device(self._trainer, self.device).type)
+            if self._nhwc:
+                self.backbone.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
         lr = self._current_lr()
