@@ -10,6 +10,7 @@ from ncfine.api import compose, train
 from ncfine.config import CONFIG_DIR
 from ncfine.optim.param_groups import build_param_groups
 from ncfine.pipeline import build
+from ncfine.validation import validate_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -95,3 +96,46 @@ def test_null_entry_disables_a_callback_or_logger(tmp_path):
     names = {type(callback).__name__ for callback in trainer.callbacks}
     assert "NeuralCollapseCallback" in names and "FineRecoveryCallback" not in names
     assert trainer.loggers == []
+
+
+CALLBACK_GROUPS = sorted(p.stem for p in (CONFIG_DIR / "callbacks").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("callbacks", CALLBACK_GROUPS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_every_callbacks_group(experiment, callbacks, tmp_path):
+    # Experiments set the top-level analysis.* keys, never fields inside callbacks.*: any group
+    # composes, reads them if it has analysis callbacks, and passes the config checks.
+    cfg = compose([f"experiment={experiment}", f"callbacks={callbacks}", "trainer.accelerator=cpu"], tmp_path / "run")
+    validate_config(cfg)
+    nodes = {name: node for name, node in (cfg.callbacks or {}).items() if node is not None}
+    assert all("_target_" in node for node in nodes.values())
+    if "neural_collapse" in nodes:
+        assert nodes["neural_collapse"].every_n_epochs == cfg.analysis.every_n_epochs
+        assert list(nodes["neural_collapse"].splits) == list(cfg.analysis.nc_splits)
+        assert list(nodes["fine_recovery"].splits) == list(cfg.analysis.recovery_splits)
+    if "layerwise" in nodes:
+        assert nodes["layerwise"].every_n_epochs == cfg.analysis.layerwise_every_n_epochs
+
+
+def test_experiment_analysis_keys_reach_a_users_own_callbacks_group(tmp_path):
+    # A group of the user's own (on Hydra's search path) reads the experiment's cadence too.
+    group = tmp_path / "myconf" / "callbacks"
+    group.mkdir(parents=True)
+    (group / "mine.yaml").write_text(
+        "neural_collapse:\n  _target_: ncfine.callbacks.NeuralCollapseCallback\n"
+        "  every_n_epochs: ${analysis.every_n_epochs}\n  splits: ${analysis.recovery_splits}\n"
+    )
+    cfg = compose(
+        [
+            f"hydra.searchpath=[file://{tmp_path / 'myconf'}]",
+            "experiment=cifar10_cpu",
+            "callbacks=mine",
+            "analysis.recovery_splits=[train,test]",
+        ],
+        tmp_path / "run",
+    )
+    validate_config(cfg)
+    assert list(cfg.callbacks) == ["neural_collapse"]
+    assert cfg.callbacks.neural_collapse.every_n_epochs == 5
+    assert list(cfg.callbacks.neural_collapse.splits) == ["train", "test"]

@@ -80,10 +80,11 @@ def test_local_launcher_sweep_with_two_nodes_stops_before_starting_a_job(log_dir
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "ncfine: error: trainer.num_nodes=2 but hydra/launcher=local starts every job on this machine only; "
-        "use hydra/launcher=slurm hydra.launcher.nodes=2, or trainer.num_nodes=1"
-    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ncfine: error:")]
+    assert errors == [
+        "ncfine: error: 1 of 2 jobs (#1 trainer.num_nodes=2): trainer.num_nodes=2 but hydra/launcher=local "
+        "starts every job on this machine only; use hydra/launcher=slurm hydra.launcher.nodes=2, or trainer.num_nodes=1"
+    ]
     sweep = log_dir / "train" / "multirun" / "nodes"
     assert not (sweep / ".submitit").exists() and not list(sweep.glob("*/results.json"))  # nothing started
     assert not (sweep / ".ncfine_jobs.lock").exists()  # the sweep dir is free again

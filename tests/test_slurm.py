@@ -173,6 +173,11 @@ def summary_line(text):
     return lines[0]
 
 
+def reason_lines(text):
+    """The summary's lines after its head: one per distinct reason, the reason first and whole."""
+    return [line for line in text.splitlines() if line.startswith("ncfine:   ")]
+
+
 def log_span(run_dir):
     """(first, last) timestamp of the run's train.log (Hydra's `[YYYY-mm-dd HH:MM:SS,mmm]` prefix)."""
     stamps = [
@@ -335,8 +340,8 @@ def test_time_limit_past_max_num_timeout_ends_the_run_failed_and_a_rerun_resumes
     stopped_at = results["epochs_completed"]
     assert 3 <= stopped_at < epochs and "val/acc" in results["metrics"]
     assert epochs_in(run_dir) == list(range(stopped_at))
-    line = summary_line(err)
-    assert line == f"ncfine: sweep {name}: 1 of 1 jobs failed (1 failed): {run_dir.name} (failed); errors: {error}"
+    assert summary_line(err) == f"ncfine: sweep {name}: 1 of 1 jobs failed (1 failed)"
+    assert reason_lines(err) == [f"ncfine:   {error} [1 job failed: {run_dir.name}]"]
     job_out = "".join(path.read_text() for path in job_outputs(sweep_path))
     assert "this job is timed-out" in job_out and "Job not requeued because: timed-out too many times" in job_out
     collected = run_cli([str(sweep_path)], module="ncfine.collect")
@@ -361,12 +366,12 @@ def test_killed_job_is_named_in_the_summary_and_the_others_finish(log_dir, start
     rc, out, err = sweep.result()
     assert rc == 1, err[-3000:]
     assert "Traceback" not in out + err and "UncompletedJobError" not in out + err
-    line = summary_line(err)
     killed = run_dir_where(sweep_path, seed=1)
-    assert line.startswith(
-        f"ncfine: sweep {name}: 1 of 3 jobs failed (2 completed, 1 failed): {killed.name} (failed)"
-    ), line
-    assert f"job {task} ended without a result" in line
+    assert summary_line(err) == f"ncfine: sweep {name}: 1 of 3 jobs failed (2 completed, 1 failed)"
+    [reason] = reason_lines(err)
+    assert reason.startswith(f"ncfine:   job {task} ended without a result") and reason.endswith(
+        f"[1 job failed: {killed.name}]"
+    ), reason
 
     for run_dir in run_dirs(sweep_path):
         if run_dir != killed:
@@ -380,17 +385,52 @@ def test_killed_job_is_named_in_the_summary_and_the_others_finish(log_dir, start
 
 
 def test_failing_job_does_not_stop_the_others(log_dir, start_sweep):
+    # preflight=false: lr=-1 fails inside its job (the pre-flight would stop the sweep first).
     name = unique("failing")
-    sweep = start_sweep(
-        name, [*CHEAP, "trainer.max_epochs=2", "seed=0", "optimizer.lr=0.05,-1", *slurm(name, array_parallelism=2)]
-    )
+    args = [*CHEAP, "trainer.max_epochs=2", "seed=0", "optimizer.lr=0.05,-1", "preflight=false"]
+    sweep = start_sweep(name, [*args, *slurm(name, array_parallelism=2)])
     rc, out, err = sweep.result()
     assert rc == 1, err[-3000:]
-    line = summary_line(err)
-    assert f"ncfine: sweep {name}: 1 of 2 jobs failed (1 completed, 1 failed)" in line
-    assert "optimizer.lr must be a positive number, got -1" in line
+    assert summary_line(err) == f"ncfine: sweep {name}: 1 of 2 jobs failed (1 completed, 1 failed)"
+    [reason] = reason_lines(err)
+    assert reason.startswith("ncfine:   optimizer.lr must be a positive number, got -1 [1 job failed: ")
     statuses = {results_of(d)["config"]["lr"]: results_of(d)["status"] for d in run_dirs(sweep_dir(log_dir, name))}
     assert statuses == {0.05: "completed", -1: "failed"}
+
+
+def test_bad_sweep_submits_nothing(log_dir, start_sweep):
+    # The pre-flight composes and checks both jobs on the submitting host: model.width=0 stops the
+    # sweep before sbatch, so SLURM never sees a job (squeue --states=all lists none by its name).
+    name = unique("badsweep")
+    started = time.monotonic()
+    sweep = start_sweep(name, [*CHEAP, "model.width=0", "seed=0,1", *slurm(name)])
+    rc, out, err = sweep.result(timeout=120)
+    elapsed = time.monotonic() - started
+    assert rc == 2, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("ncfine: error:")] == [
+        "ncfine: error: all 2 jobs: model.width must be a positive number (1 = the backbone as timm builds it), got 0"
+    ], err
+    assert squeue(name) == []  # never submitted (squeue --states=all also lists finished jobs)
+    sweep_path = sweep_dir(log_dir, name)
+    assert not (sweep_path / ".submitit").exists() and not list(sweep_path.rglob("results.json"))
+    print(f"bad SLURM sweep stopped after {elapsed:.1f} s, nothing submitted")
+
+
+def test_data_root_missing_on_the_submitting_host_warns_and_submits(log_dir, start_sweep, tmp_path):
+    # The nodes may mount paths the login node does not: a missing data root is a warning there.
+    # Here the node is this machine, so the job then fails with the source's own message.
+    name = unique("noroot")
+    missing = tmp_path / "not_here"
+    cheap = [a for a in CHEAP if not a.startswith(("data=", "model="))]
+    args = [*cheap, "data=cifar10", "model.backbone=resnet10t", f"data.source.root={missing}"]
+    sweep = start_sweep(name, [*args, "trainer.max_epochs=1", "seed=0", *slurm(name)])
+    rc, out, err = sweep.result()
+    warnings = [line for line in err.splitlines() if line.startswith("ncfine: warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("ncfine: warning: the sweep's job: CIFAR-10 not found"), err
+    assert "the nodes may see other paths, so the jobs are submitted anyway" in warnings[0]
+    assert rc == 1, err[-3000:]
+    [reason] = reason_lines(err)
+    assert reason.startswith("ncfine:   CIFAR-10 not found: looked for") and "data.source.download=true" in reason
 
 
 def test_ddp_inside_one_slurm_job_equals_one_process(log_dir, start_sweep, tmp_path):

@@ -25,6 +25,7 @@ from test_slurm import (
     epochs_done,
     epochs_in,
     job_outputs,
+    reason_lines,
     requeue_after_epoch_2,
     results_of,
     run_dirs,
@@ -184,10 +185,11 @@ def test_misconfigured_two_node_job_fails_fast_with_one_line(log_dir, start_swee
     assert rc == 2, err[-3000:]
     error_lines = [line for line in err.splitlines() if "error" in line.lower()]
     assert error_lines == [
-        "ncfine: error: trainer.num_nodes=2 but hydra.launcher.nodes=1: SLURM would start 1 node(s) for a run "
-        "that waits for 2; set both to the same number"
+        "ncfine: error: the sweep's job: trainer.num_nodes=2 but hydra.launcher.nodes=1: SLURM would start 1 "
+        "node(s) for a run that waits for 2; set both to the same number"
     ], err
-    assert err.strip().splitlines()[-1] == error_lines[0] and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith(f"ncfine: sweep {name}: stopped before starting its job")
+    assert "Traceback" not in out + err
     assert squeue_names(name) == [] and not (sweep_dir(log_dir, name) / ".submitit").exists()  # nothing submitted
     assert elapsed < 60, elapsed  # the time to compose the config, not a rendezvous timeout
     print(f"misconfigured 2-node sweep stopped after {elapsed:.1f} s")
@@ -257,10 +259,12 @@ def test_dead_node_fails_the_job_with_one_line_and_a_rerun_resumes(log_dir, star
     assert results["error"].startswith("a node or task of this 2-process DDP run died (")
     assert results["error"].endswith("; re-run the same command to resume from checkpoints/last.ckpt")
     assert "\n" not in results["error"]
-    line = summary_line(err)
-    print(f"dead node: {line}")
-    assert line.startswith(f"ncfine: sweep {name}: 1 of 1 jobs failed (1 failed): {run_dir.name} (failed); errors: ")
-    assert "re-run the same command to resume from checkpoints/last.ckpt" in line
+    assert summary_line(err) == f"ncfine: sweep {name}: 1 of 1 jobs failed (1 failed)"
+    [reason] = reason_lines(err)
+    print(f"dead node: {reason}")
+    assert reason.endswith(
+        f"; re-run the same command to resume from checkpoints/last.ckpt [1 job failed: {run_dir.name}]"
+    )
     kept = metrics_rows(run_dir)
     assert [int(row["epoch"]) for row in kept] == list(range(stopped_at))
 

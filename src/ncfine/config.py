@@ -58,13 +58,13 @@ def register_launchers() -> None:
 
     Hydra finds plugins by listing the modules of the `hydra_plugins` namespace package, which
     cannot see packages served by setuptools' editable-install finder (`pip install -e .`), so
-    `hydra/launcher=slurm` would fail with "Unknown plugin class" there. Registering twice is harmless.
+    `hydra/launcher=slurm` (and ncfine-train's default launcher) would fail with "Unknown plugin class" there. Registering twice is harmless.
     """
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.ncfine_launcher.launcher import NcfineLocalLauncher, NcfineSlurmLauncher
+    from hydra_plugins.ncfine_launcher.launcher import NcfineBasicLauncher, NcfineLocalLauncher, NcfineSlurmLauncher
 
-    for launcher in (NcfineLocalLauncher, NcfineSlurmLauncher):
+    for launcher in (NcfineBasicLauncher, NcfineLocalLauncher, NcfineSlurmLauncher):
         Plugins.instance().register(launcher)
 
 

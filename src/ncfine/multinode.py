@@ -8,8 +8,8 @@ notices only inside the job, after the queue wait and the data loading, in its o
 run with `trainer.num_nodes > 1` that nothing starts on other nodes (a plain run,
 `hydra/launcher=local`) hangs. So:
 
-- `sweep_error` runs in the sweep command, before anything is submitted: one line naming
-  `trainer.num_nodes` and `hydra.launcher.nodes`.
+- `sweep_error` runs in the sweep command, before anything is submitted (the pre-flight,
+  ncfine.preflight): one line naming `trainer.num_nodes` and `hydra.launcher.nodes`.
 - `run_error` runs in every run (ncfine.validation), before the data is loaded: a
   `trainer.num_nodes > 1` with no launcher of other nodes around it.
 """
@@ -99,8 +99,8 @@ _PEER_LOST = ("by peer", "Broken pipe", "gloo", "NCCL")
 def lost_peer_error(exc: BaseException, world_size: int) -> str | None:
     """One short line for a DDP collective that failed because another process of the run died
     (its node lost, its task killed), or None for any other error. Run by every surviving rank;
-    rank 0 writes it into results.json, so the sweep summary (160 characters per error) names the
-    cause, not the start of a gloo or NCCL message."""
+    rank 0 writes it into results.json, so the sweep summary names the cause in a few words, not a
+    gloo or NCCL message."""
     text = str(exc).strip()
     if world_size <= 1 or not isinstance(exc, RuntimeError) or not any(s in text for s in _PEER_LOST):
         return None

@@ -4,7 +4,10 @@ compose (train.py) -> validate -> data -> model -> callbacks/loggers -> Trainer.
 
 Every outcome is written to results.json: `completed`, `failed` (with the error) or `diverged`
 (with the epoch), so a sweep never loses track of a job. Re-running in the same run dir resumes
-from checkpoints/last.ckpt (or previous.ckpt if last is unreadable) and skips completed runs.
+from checkpoints/last.ckpt (or previous.ckpt if last is unreadable) and skips completed runs,
+unless asked for more epochs than they trained: a completed run re-run with a larger
+`trainer.max_epochs` resumes from its last checkpoint and trains the extra epochs (its LR
+schedule rebuilt for the new length, see CoarseClassifier.on_train_start).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ncfine.run_dir import config_summary
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
 from ncfine.utils.checkpoints import RESUME_ORDER
 from ncfine.utils.compute_path import ComputePath, resolve_compute_path
-from ncfine.utils.errors import DivergedError, NcfineError
+from ncfine.utils.errors import ConfigError, DivergedError, NcfineError
 from ncfine.utils.instantiate import instantiate
 from ncfine.utils.logging import RankedLogger
 from ncfine.utils.versions import package_versions
@@ -53,9 +56,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and analyse one configuration; returns the results.json payload (also on failure)."""
     run_dir = run_dir_of(cfg)
     previous = read_results(run_dir)
+    extend_from = None
     if cfg.get("skip_completed", True) and previous and previous.get("status") == "completed":
-        log.info(f"{run_dir} already completed ({previous.get('epochs_completed')} epochs); skipping")
-        return previous
+        if not extends(cfg, previous):
+            log.info(skip_message(run_dir, previous))
+            return previous
+        extend_from = find_resume_checkpoint(run_dir)
+        if extend_from is None:  # before anything is written: the completed result stays
+            raise ConfigError(
+                f"{run_dir} completed {previous.get('epochs_completed')} epochs and has no readable checkpoint to "
+                f"extend it to trainer.max_epochs={cfg.trainer.max_epochs}; to train it again from scratch add "
+                "resume=false skip_completed=false"
+            )
+        log.info(
+            f"{run_dir} completed {previous.get('epochs_completed')} epochs; extending it to "
+            f"trainer.max_epochs={cfg.trainer.max_epochs}"
+        )
 
     started = time.monotonic()
     record = ResultsRecorder(run_dir, cfg)
@@ -68,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule, model, trainer = build(cfg, extra_callbacks=[run_files], compute=record.compute)
         loggers = trainer.loggers
         log_run_config(loggers, cfg)
-        ckpt_path = find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None
+        ckpt_path = extend_from or (find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None)
         if trainer.is_global_zero:
             record.save_config()
             record.running(0, {}, resumed_from=ckpt_path)
@@ -101,6 +117,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # W&B: the outcome into the run's summary, then wandb.finish(), so the next job of a
         # multirun (same process) starts its own W&B run instead of reusing this one.
         finish_loggers(loggers, read_results(run_dir))
+
+
+def extends(cfg: DictConfig, previous: dict[str, Any]) -> bool:
+    """Whether re-running a completed run asks for more epochs than it trained (and may resume)."""
+    wanted = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    done = previous.get("epochs_completed") or 0
+    valid = isinstance(wanted, int) and not isinstance(wanted, bool)
+    return bool(cfg.get("resume", True)) and valid and wanted > int(done)
+
+
+def skip_message(run_dir: Path, previous: dict[str, Any]) -> str:
+    done = previous.get("epochs_completed")
+    return (
+        f"{run_dir} already completed ({done} epochs); skipping. To train it further re-run it with a larger "
+        f"trainer.max_epochs (it resumes from checkpoints/last.ckpt); to train it again from scratch add "
+        "resume=false skip_completed=false"
+    )
 
 
 def failure_error(exc: BaseException, trainer: pl.Trainer | None, run_dir: Path) -> str:

@@ -7,7 +7,7 @@ and submitit's log lines printed once.
   later jobs are even waited for. `collect_outcomes` waits for each job in turn, records a dead
   one in the sweep's job record (`ncfine.sweep_status.record_dead_job`), ends its results.json as
   `failed` if it still said `running`, and goes on, so `SweepStatusCallback` ends the sweep with
-  its one-line summary naming it.
+  its summary naming it.
 - **A terminal status when submitit stops requeueing.** A job that hits its time limit once more
   than `max_num_timeout` allows is not requeued: submitit's handler raises instead. The run had
   just written `running` ("re-run to resume"); `not_requeued_error` is the `failed` error the

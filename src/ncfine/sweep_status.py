@@ -4,7 +4,9 @@ In a multirun, `ncfine.train` records a failing job as `status: failed` in its r
 returns instead of raising, so one bad config does not stop the other jobs. This Hydra callback
 (registered in conf/hydra/default.yaml) then gives the sweep as a whole an honest exit code:
 
-    ncfine: sweep smoke_grid: 2 of 8 jobs failed: <dir> (failed: <error>), <dir> (missing)
+    ncfine: sweep smoke_grid: 2 of 8 jobs failed (6 completed, 1 failed, 1 missing)
+    ncfine:   <error, whole> [1 job failed: <dir>]
+    ncfine:   no results.json (the job died before writing it) [1 job missing: <dir>]
 
 Which jobs belong to this sweep: each job, in its own process whatever the launcher (basic,
 submitit local or SLURM), writes `<sweep dir>/.ncfine_jobs/<job num>.json` naming its run dir
@@ -72,12 +74,12 @@ class SweepStatusCallback(Callback):
         manifest = _manifest_dir(config)
         jobs = job_statuses(manifest)
         release_sweep_dir(manifest.parent)
-        line = summary_line(str(config.get("sweep_name", "")), jobs, self.fail_on)
+        summary = summary_line(str(config.get("sweep_name", "")), jobs, self.fail_on)
         bad = [job for job in jobs if job["status"] in self.fail_on]
         if bad:
-            print(line, file=sys.stderr, flush=True)
+            print(summary, file=sys.stderr, flush=True)
             sys.exit(self.exit_code)
-        print(line, flush=True)
+        print(summary, flush=True)
 
     # ---- in each job's process ----------------------------------------------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -229,7 +231,14 @@ def _alive(owner: dict[str, Any]) -> bool:
 
 
 def summary_line(sweep_name: str, jobs: list[dict[str, Any]], fail_on: Iterable[str]) -> str:
-    """'ncfine: sweep NAME: 2 of 8 jobs failed: dir (status: error), ...' or '... 8 of 8 jobs completed ...'."""
+    """The sweep's summary: one line when every job finished ('ncfine: sweep NAME: 8 of 8 jobs
+    finished (...)'), else that line ('2 of 8 jobs failed (...)') followed by one line per distinct
+    reason, the reason first and whole (its advice included), then how many jobs and which:
+
+        ncfine: sweep grid: 3 of 4 jobs failed (1 completed, 3 failed)
+        ncfine:   mlp depth must be a positive integer, got 0 [2 jobs failed: a, b]
+        ncfine:   ValueError: `val_check_interval` (1000) must be ... [1 job failed: c]
+    """
     fail_on = tuple(fail_on)
     total = len(jobs)
     bad = [job for job in jobs if job["status"] in fail_on]
@@ -240,27 +249,25 @@ def summary_line(sweep_name: str, jobs: list[dict[str, Any]], fail_on: Iterable[
     head = f"ncfine: sweep {sweep_name}: " if sweep_name else "ncfine: sweep: "
     if not bad:
         return f"{head}{total} of {total} jobs finished ({tally})"
-    dirs = ", ".join(f"{_job_name(job)} ({job['status']})" for job in bad)
-    errors: dict[str, int] = {}
-    for job in bad:
-        error = _short(job.get("error"))
-        if error:
-            errors[error] = errors.get(error, 0) + 1
-    reasons = "; ".join(f"{error} (x{n})" if n > 1 else error for error, n in errors.items())
-    return f"{head}{len(bad)} of {total} jobs failed ({tally}): {dirs}" + (f"; errors: {reasons}" if reasons else "")
+    return "\n".join([f"{head}{len(bad)} of {total} jobs failed ({tally})", *reason_lines(bad)])
+
+
+def reason_lines(jobs: list[dict[str, Any]]) -> list[str]:
+    """'ncfine:   REASON [N jobs STATUS: dir, dir]', one per distinct (status, reason), in job order."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for job in jobs:
+        reason = " ".join(str(job.get("error") or "no error recorded").split())  # one line, nothing cut
+        groups.setdefault((job["status"], reason), []).append(_job_name(job))
+    return [
+        f"ncfine:   {reason} [{len(names)} job{'s' if len(names) > 1 else ''} {status}: {', '.join(names)}]"
+        for (status, reason), names in groups.items()
+    ]
 
 
 def _job_name(job: dict[str, Any]) -> str:
     if job.get("run_dir"):
         return Path(job["run_dir"]).name
     return f"job #{job.get('num')} ({','.join(job.get('overrides') or [])})"  # died before it had a run dir
-
-
-def _short(error: str | None, width: int = 160) -> str:
-    if not error:
-        return ""
-    first = " ".join(str(error).split())
-    return first if len(first) <= width else first[: width - 3] + "..."
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

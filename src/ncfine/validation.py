@@ -3,6 +3,12 @@
 Each check raises a one-line ConfigError naming the bad value and what would be valid.
 Constructors check their own arguments too; these are the ones that span config groups or
 must not wait for instantiation (a missing GPU, a logger whose package is absent).
+
+A run calls `validate_config` before it builds anything; a sweep's pre-flight (ncfine.preflight)
+calls it for every job before the launcher starts or submits one. Checks about the machine the
+job will run on (`needs_job_host`: is there a GPU) are skipped where the pre-flight runs elsewhere
+(`on_job_host=False`: a SLURM login node); checks about how the job's own process was started
+(`needs_job_process`: on as many nodes as trainer.num_nodes) only run inside it.
 """
 
 from __future__ import annotations
@@ -18,16 +24,32 @@ from ncfine.utils.errors import ConfigError, MissingDependencyError, missing_val
 
 Check = Callable[[DictConfig], None]
 CHECKS: list[Check] = []
+# Checks whose answer depends on the job's machine or its process, not on the config alone.
+JOB_HOST_CHECKS: set[Check] = set()
+JOB_PROCESS_CHECKS: set[Check] = set()
 
 
-def check(fn: Check) -> Check:
-    CHECKS.append(fn)
-    return fn
+def check(fn: Check | None = None, *, needs_job_host: bool = False, needs_job_process: bool = False):
+    """Register a check: `@check`, or `@check(needs_job_host=True)` for one about the job's machine,
+    `@check(needs_job_process=True)` for one about how the job's own process was started."""
+
+    def register(fn: Check) -> Check:
+        CHECKS.append(fn)
+        if needs_job_host:
+            JOB_HOST_CHECKS.add(fn)
+        if needs_job_process:
+            JOB_PROCESS_CHECKS.add(fn)
+        return fn
+
+    return register(fn) if fn is not None else register
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_config(cfg: DictConfig, *, on_job_host: bool = True, in_job_process: bool = True) -> None:
+    """Run every check, except those about the job's machine (`on_job_host=False`) or its own
+    process (`in_job_process=False`) where they are run from elsewhere (a sweep's pre-flight)."""
     for fn in CHECKS:
-        fn(cfg)
+        if (on_job_host or fn not in JOB_HOST_CHECKS) and (in_job_process or fn not in JOB_PROCESS_CHECKS):
+            fn(cfg)
 
 
 def _get(cfg: DictConfig, key: str):
@@ -88,6 +110,10 @@ def _trainer(cfg: DictConfig) -> None:
             f"trainer.limit_train_batches must be a positive number of batches, a fraction in (0, 1] "
             f"or null (all batches), got {limit!r}"
         )
+
+
+@check(needs_job_host=True)
+def _accelerator(cfg: DictConfig) -> None:
     accelerator = str(_get(cfg, "trainer.accelerator") or "auto").lower()
     if accelerator in {"gpu", "cuda"} and not torch.cuda.is_available():
         raise ConfigError(
@@ -104,7 +130,7 @@ def _trainer(cfg: DictConfig) -> None:
         )
 
 
-@check
+@check(needs_job_process=True)
 def _num_nodes(cfg: DictConfig) -> None:
     # A multi-node run that nothing starts on its other nodes waits in DDP's rendezvous for
     # 30 minutes: stop now instead (ncfine.multinode).
@@ -137,8 +163,9 @@ def _data(cfg: DictConfig) -> None:
 
 @check
 def _targets(cfg: DictConfig) -> None:
-    # An experiment that tunes a callback the chosen group lacks (experiment=cifar10_cpu with
-    # callbacks=none) leaves a node of options with nothing to build; Lightning would fail much later.
+    # Options for a callback the chosen group lacks (callbacks=none +callbacks.neural_collapse.x=1)
+    # leave a node with nothing to build; Lightning would fail much later. (Experiments set the
+    # top-level `analysis` keys instead, which any callbacks group may read or ignore.)
     for group in ("callbacks", "logger"):
         for name, node in (_get(cfg, group) or {}).items():
             if node is None:
@@ -150,6 +177,30 @@ def _targets(cfg: DictConfig) -> None:
                     f"{group} group does not include '{name}'; choose a group that does, or drop it with "
                     f"'~{group}.{name}' (a null entry also disables it)"
                 )
+
+
+ANALYSIS_SPLITS = ("train", "test")
+
+
+@check
+def _analysis(cfg: DictConfig) -> None:
+    # The top-level keys the analysis callbacks read (conf/train.yaml): named as the user set them,
+    # not as the callback nodes that interpolate them.
+    for key in ("analysis.every_n_epochs", "analysis.layerwise_every_n_epochs"):
+        every = _get(cfg, key)
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+            raise ConfigError(f"{key} must be a positive integer, got {every!r}")
+    for key in ("analysis.nc_splits", "analysis.recovery_splits"):
+        splits = _get(cfg, key)
+        if splits is None:
+            continue
+        listed = list(splits) if isinstance(splits, ListConfig) else None
+        if listed is None or any(split not in ANALYSIS_SPLITS for split in listed):
+            raise ConfigError(f"{key} must be a list of splits from {list(ANALYSIS_SPLITS)}, got {_plain(splits)!r}")
+
+
+def _plain(value):
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 @check

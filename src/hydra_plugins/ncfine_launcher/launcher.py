@@ -1,8 +1,13 @@
-"""hydra-submitit-launcher's launchers, changed where a sweep needs it (see ncfine.submitit_jobs):
-a job that died without a result no longer aborts the sweep with `UncompletedJobError`, job states
-come from squeue where sacct has no accounting database, and submitit's log lines print once.
+"""Hydra's basic launcher and hydra-submitit-launcher's launchers, changed where a sweep needs it.
 
-Selected by conf/hydra/launcher/{local,slurm}.yaml (`_target_`); every field of submitit's
+All three run the sweep's pre-flight first (ncfine.preflight): every job composed and checked,
+and a sweep with a bad value stopped (exit 2, one line per reason) before any job starts or is
+queued. The submitit ones also (see ncfine.submitit_jobs): a job that died without a result no
+longer aborts the sweep with `UncompletedJobError`, job states come from squeue where sacct has
+no accounting database, and submitit's log lines print once.
+
+Selected by conf/hydra/launcher/{sequential,local,slurm}.yaml (`_target_`; `sequential`, Hydra's
+basic launcher, is ncfine-train's default); every field of Hydra's `basic` and submitit's
 `submitit_local` / `submitit_slurm` configs keeps its meaning. Submission below is
 hydra-submitit-launcher 1.2's `launch` with the last line (`[j.results()[0] for j in jobs]`)
 replaced; submitit is imported lazily, as there, to keep Hydra's plugin discovery fast.
@@ -11,11 +16,11 @@ replaced; submitit is imported lazily, as there, to keep Hydra's plugin discover
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
@@ -27,6 +32,32 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher,
     log,
 )
+
+
+def preflight(launcher: Any, executor: str, launcher_nodes: Any, job_overrides: Sequence[Sequence[str]]) -> None:
+    """Compose and check every job of the sweep (ncfine.preflight); exits 2 on a bad value."""
+    from ncfine.preflight import check_sweep, report
+
+    config = launcher.config
+    loader = launcher.hydra_context.config_loader
+    verdict = check_sweep(
+        str(OmegaConf.select(config, "hydra.job.config_name", default="")),
+        lambda overrides: loader.load_sweep_config(config, list(overrides)),
+        job_overrides,
+        executor,
+        launcher_nodes,
+        check_jobs=bool(config.get("preflight", True)),
+    )
+    report(verdict, str(config.get("sweep_name", "")), Path(str(config.hydra.sweep.dir)))
+
+
+class NcfineBasicLauncher(BasicLauncher):
+    """`hydra/launcher=sequential` (ncfine-train's default): Hydra's basic launcher, every job in
+    this process, one after another, after the pre-flight."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        preflight(self, "sequential", None, job_overrides)
+        return super().launch(job_overrides, initial_job_idx)
 
 
 class _CollectingLauncher(BaseSubmititLauncher):
@@ -53,7 +84,7 @@ class _CollectingLauncher(BaseSubmititLauncher):
 
         assert self.config is not None
         assert len(job_overrides) > 0
-        self._check_nodes(job_overrides, Path(str(self.config.hydra.sweep.dir)))  # before anything is written
+        preflight(self, self._EXECUTOR, self.params.get("nodes"), job_overrides)  # before anything is written
         quiet_submitit_logging()
         specific_init_keys = {"max_num_timeout"}
         init_params = {f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k in specific_init_keys}
@@ -85,31 +116,6 @@ class _CollectingLauncher(BaseSubmititLauncher):
 
     def _watch(self, jobs: list[Any]) -> list[Any]:
         return jobs
-
-    def _check_nodes(self, job_overrides: Sequence[Sequence[str]], sweep_dir: Path) -> None:
-        """Stop before submitting when a job's trainer.num_nodes does not match the nodes this
-        launcher starts (ncfine.multinode): such a job would wait in DDP's rendezvous until its
-        timeout. The sweep's config holds every job's value unless the jobs differ in an override
-        that can change it (trainer..., experiment=...); then one job per such difference is
-        composed as it will compose itself (about 0.3 s each: not every job of a big grid)."""
-        from ncfine.multinode import node_count_overrides, sweep_error
-        from ncfine.sweep_status import release_sweep_dir
-
-        assert self.hydra_context is not None and self.config is not None
-        distinct = {node_count_overrides(overrides): list(overrides) for overrides in job_overrides}
-        if len(distinct) <= 1:
-            per_job = [OmegaConf.select(self.config, "trainer.num_nodes")]
-        else:
-            loader = self.hydra_context.config_loader
-            per_job = [
-                OmegaConf.select(loader.load_sweep_config(self.config, overrides), "trainer.num_nodes")
-                for overrides in distinct.values()
-            ]
-        error = sweep_error(self._EXECUTOR, self.params.get("nodes"), per_job)
-        if error:
-            release_sweep_dir(sweep_dir)
-            print(f"ncfine: error: {error}", file=sys.stderr, flush=True)
-            sys.exit(2)
 
 
 class NcfineLocalLauncher(_CollectingLauncher, LocalLauncher):

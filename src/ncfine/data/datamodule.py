@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ncfine.data.dataset import HierarchicalDataset
 from ncfine.data.device_loader import DeviceLoader
-from ncfine.data.hierarchy import LabelHierarchy, build_hierarchy
+from ncfine.data.hierarchy import LabelHierarchy, build_hierarchy, check_hierarchy_spec
 from ncfine.data.sources import REGISTRY, RawSplit, Source, create_source
 from ncfine.data.sources.base import check_split
 from ncfine.data.transforms import ImageTransform, channel_stats
@@ -124,6 +124,17 @@ class HierarchicalDataModule(pl.LightningDataModule):
         self._resident_choice: dict[torch.device, bool] = {}
 
     # ------------------------------------------------------------------------------ loading
+    def check_files(self) -> None:
+        """Before any split is read (a sweep's pre-flight, for every job): the source's files are
+        there or will be downloaded; its own "not found" error otherwise."""
+        self.source.check_files()
+
+    def check_hierarchy(self) -> None:
+        """Before any split is read: the hierarchy fits the source's fine classes where the source
+        knows them without loading (mod:K against CIFAR-10's 10 classes)."""
+        spec = getattr(self.source, "default_hierarchy", "identity") if self.hierarchy_spec == "default" else None
+        check_hierarchy_spec(spec or self.hierarchy_spec, self.source.known_num_fine())
+
     def prepare_data(self) -> None:
         prepare = getattr(self.source, "prepare", None)
         if callable(prepare):

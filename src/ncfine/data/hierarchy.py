@@ -379,12 +379,7 @@ def build_hierarchy(
         hierarchy = spec
     elif isinstance(spec, str):
         name, _, arg = spec.strip().partition(":")
-        builder = HIERARCHY_SPECS.get(name.strip().lower())
-        if builder is None:
-            raise ConfigError(
-                f"unknown hierarchy {spec!r}; valid: {', '.join(sorted(HIERARCHY_SPECS))} "
-                "(e.g. mod:5), a list of coarse ids per fine class, or a dict {coarse: [fine classes]}"
-            )
+        builder = _spec_builder(spec)
         hierarchy = builder(arg.strip() or None, num_fine, fine_names, default_coarse_labels, coarse_names, num_coarse)
     elif isinstance(spec, (Mapping, Sequence)) and not isinstance(spec, bytes):
         hierarchy = LabelHierarchy.from_mapping(_plain(spec), fine_names)
@@ -396,6 +391,29 @@ def build_hierarchy(
             + (f" ({', '.join(fine_names)})" if fine_names else "")
         )
     return hierarchy
+
+
+def _spec_builder(spec: str) -> SpecBuilder:
+    builder = HIERARCHY_SPECS.get(spec.strip().partition(":")[0].strip().lower())
+    if builder is None:
+        raise ConfigError(
+            f"unknown hierarchy {spec!r}; valid: {', '.join(sorted(HIERARCHY_SPECS))} "
+            "(e.g. mod:5), a list of coarse ids per fine class, or a dict {coarse: [fine classes]}"
+        )
+    return builder
+
+
+def check_hierarchy_spec(spec, num_fine: int | None) -> None:
+    """The checks of `build_hierarchy` that need no data: the spec's form, and where the number of
+    fine classes is known without loading (`num_fine`), that it fits (mod:K, a list of coarse ids).
+    `superclass` and the dict forms need the data's own labels and names: they are checked at load."""
+    if isinstance(spec, str):
+        builder = _spec_builder(spec)
+        if builder is _superclass or num_fine is None:
+            return
+    elif isinstance(spec, Mapping) or num_fine is None:
+        return
+    build_hierarchy(spec, num_fine)
 
 
 def _plain(value):

@@ -57,30 +57,16 @@ def create_backbone(
     The module is the timm model itself (num_classes=0), so its timm methods (set_grad_checkpointing,
     group_matcher, no_weight_decay, ...) stay available.
     """
-    for flag, value in (("small_input", small_input), ("pretrained", pretrained)):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{flag} (model.{flag}) must be true or false, got {value!r}")
-    width = check_width(width)
+    check_backbone(name, small_input, pretrained=pretrained, in_chans=in_chans, width=width, **kwargs)
+    width = float(width)
     if name in NCFINE_BACKBONES:
-        if width != 1.0:
-            raise ConfigError(
-                f"model.width={width:g} has no rule for ncfine backbone {name!r} (set its size in backbone_kwargs); "
-                f"width rules exist for timm families: {', '.join(WIDTH_RULES)}"
-            )
-        if pretrained:
-            raise ConfigError(f"backbone {name!r} has no pretrained weights; set pretrained=false")
         module = NCFINE_BACKBONES[name](in_chans=in_chans, img_size=img_size, **kwargs)
         return module, int(module.num_features)
 
-    check_backbone_name(name)
     # The unscaled model on the meta device, read for its family (and layout, by a width rule).
     reference = _reference_model(name, in_chans, kwargs) if (small_input or width != 1.0) else None
     build = None
     if width != 1.0:
-        if pretrained:
-            raise ConfigError(
-                f"model.width={width:g} with pretrained=true: {name!r}'s pretrained weights exist at width 1 only"
-            )
         build, kwargs = _width_scaled(name, width, in_chans, kwargs, reference)
     if small_input:
         family, rule = rule_for(type(reference))
@@ -165,8 +151,36 @@ def check_backbone_name(name: str) -> None:
     )
 
 
-def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict, reference: nn.Module):
-    """(a builder for the narrowed model or None, kwargs): by the family's rule in WIDTH_RULES."""
+def check_backbone(
+    name: str, small_input: bool = False, *, pretrained: bool = False, in_chans: int = 3, width: float = 1.0, **kwargs
+) -> None:
+    """The checks of `create_backbone` that build nothing real (a sweep's pre-flight runs them for
+    every job before any is started): the flags, the width, the name and, for width != 1, that
+    the family has a width rule (read off the model timm builds on the meta device, in milliseconds)."""
+    for flag, value in (("small_input", small_input), ("pretrained", pretrained)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} (model.{flag}) must be true or false, got {value!r}")
+    width = check_width(width)
+    if name in NCFINE_BACKBONES:
+        if width != 1.0:
+            raise ConfigError(
+                f"model.width={width:g} has no rule for ncfine backbone {name!r} (set its size in backbone_kwargs); "
+                f"width rules exist for timm families: {', '.join(WIDTH_RULES)}"
+            )
+        if pretrained:
+            raise ConfigError(f"backbone {name!r} has no pretrained weights; set pretrained=false")
+        return
+    check_backbone_name(name)
+    if width != 1.0:
+        if pretrained:
+            raise ConfigError(
+                f"model.width={width:g} with pretrained=true: {name!r}'s pretrained weights exist at width 1 only"
+            )
+        _width_rule(name, width, _reference_model(name, in_chans, kwargs))
+
+
+def _width_rule(name: str, width: float, reference: nn.Module):
+    """The width rule of `reference`'s family, or a one-line ConfigError naming the families that have one."""
     family, rule = width_rule_for(type(reference))
     if rule is None:
         raise ConfigError(
@@ -174,6 +188,12 @@ def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict, referenc
             f"{', '.join(WIDTH_RULES)} (or set the widths in model.backbone_kwargs, or add a rule to "
             "ncfine.models.width.WIDTH_RULES)"
         )
+    return rule
+
+
+def _width_scaled(name: str, width: float, in_chans: int, kwargs: dict, reference: nn.Module):
+    """(a builder for the narrowed model or None, kwargs): by the family's rule in WIDTH_RULES."""
+    rule = _width_rule(name, width, reference)
     if rule.build is None:
         return None, {**rule.create_kwargs(reference, width), **kwargs}
 

@@ -8,6 +8,7 @@ analysis callbacks read `features(x)` (h) and `head` (W, b) for NC1-NC4 (Papyan,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +18,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from ncfine.models.backbone import create_backbone
+from ncfine.models.backbone import check_backbone, create_backbone
 from ncfine.optim.param_groups import build_param_groups, optimizer_keywords
 from ncfine.utils.compute_path import channels_last_auto
 from ncfine.utils.containers import plain_dict
 from ncfine.utils.devices import trainer_root_device
 from ncfine.utils.errors import ConfigError, DivergedError, first_line
+from ncfine.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+# Where a checkpoint records the (max_epochs, steps per epoch) its LR schedule was built for.
+SCHEDULE_KEY = "ncfine_schedule_length"
 
 LABEL_COLUMNS = {"coarse": 1, "fine": 2}  # position in the batch (image, coarse, fine, index)
 
@@ -78,10 +84,7 @@ class CoarseClassifier(pl.LightningModule):
                 f"num_classes must be an integer >= 2, got {num_classes!r} (with data.hierarchy, the number of "
                 "coarse classes: map the fine classes to at least 2 coarse classes)"
             )
-        if label_level not in LABEL_COLUMNS:
-            raise ConfigError(f"label_level must be one of {sorted(LABEL_COLUMNS)}, got {label_level!r}")
-        if not isinstance(nan_check_every_n_steps, int) or nan_check_every_n_steps < 1:
-            raise ConfigError(f"nan_check_every_n_steps must be a positive integer, got {nan_check_every_n_steps!r}")
+        _check_training_args(label_level, nan_check_every_n_steps)
         check_optimizer(optimizer)
         # Training on the fine labels is the upper bound itself: val/fine_acc_upper = val/acc.
         log_fine_upper = bool(log_fine_upper) or label_level == "fine"
@@ -122,6 +125,30 @@ class CoarseClassifier(pl.LightningModule):
         # True on the loss's device once a training loss was non-finite; read on the host only every few
         # steps. A plain attribute, not a buffer: DDP would overwrite every rank's buffers with rank 0's.
         self._nonfinite_loss: torch.Tensor | None = None
+        # (max_epochs, steps per epoch) the LR schedule was built for, and the one a resumed
+        # checkpoint's schedule was built for (see on_train_start).
+        self._schedule: list[int | None] | None = None
+        self._resumed_schedule: list[int | None] | None = None
+
+    @classmethod
+    def check_args(
+        cls,
+        backbone: str,
+        *,
+        small_input: bool = True,
+        pretrained: bool = False,
+        in_chans: int = 3,
+        width: float = 1.0,
+        backbone_kwargs: dict | None = None,
+        label_level: str = "coarse",
+        nan_check_every_n_steps: int = 50,
+        **_built_later,
+    ) -> None:
+        """The constructor's checks that build no model (a sweep's pre-flight runs them for every
+        job, ncfine.preflight): label level, backbone name, width and its family's width rule."""
+        _check_training_args(label_level, nan_check_every_n_steps)
+        kwargs = plain_dict(backbone_kwargs, "backbone_kwargs (timm.create_model kwargs)")
+        check_backbone(backbone, small_input, pretrained=pretrained, in_chans=in_chans, width=width, **kwargs)
 
     # ----------------------------------------------------------------------------------------- forward
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,8 +256,55 @@ class CoarseClassifier(pl.LightningModule):
         if self._scheduler_factory is None:
             return optimizer
         max_epochs, steps_per_epoch = self._schedule_length()
+        self._schedule = [max_epochs, steps_per_epoch]
         scheduler = self._scheduler_factory(optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ------------------------------------------------------------------------ extending a finished run
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._schedule is not None:
+            checkpoint[SCHEDULE_KEY] = list(self._schedule)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_schedule = checkpoint.get(SCHEDULE_KEY)
+
+    def on_train_start(self) -> None:
+        """A run resumed with another trainer.max_epochs (a finished run extended): rebuild the LR
+        schedule for the new length and move it to the step the run reached.
+
+        Lightning would restore the old schedule's state, length included, and step it past its
+        end (a cosine turns back up on its own). Rebuilt, the remaining epochs follow the schedule
+        a run planned for the new length has from this step on: a cosine that had annealed to
+        eta_min rises to the new curve's value at this point (at 2 of 4 epochs, half the lr) and
+        anneals to eta_min at the new end; a multistep schedule's milestones move with max_epochs.
+        """
+        resumed, current = self._resumed_schedule, self._schedule
+        if (
+            resumed is None
+            or current is None
+            or list(resumed) == list(current)
+            or not self.trainer.lr_scheduler_configs
+        ):
+            return
+        config = self.trainer.lr_scheduler_configs[0]
+        steps_done = int(config.scheduler.last_epoch)  # the steps (or epochs) the old schedule took
+        max_epochs, steps_per_epoch = current
+        # From the configured lr (each group's `initial_lr`, kept in the checkpoint), not from the old
+        # schedule's last value: torch's recursive cosine would scale that one (0 at its end).
+        for group in config.scheduler.optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        fresh = self._scheduler_factory(
+            config.scheduler.optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": intended here
+            for _ in range(steps_done):
+                fresh["scheduler"].step()
+        config.scheduler = fresh["scheduler"]
+        log.info(
+            f"lr schedule rebuilt for trainer.max_epochs={max_epochs} (the checkpoint's was built for {resumed[0]}); "
+            f"continuing at step {steps_done}, lr {self._current_lr()}"
+        )
 
     def _schedule_length(self) -> tuple[int | None, int | None]:
         """(max_epochs, optimizer steps per epoch); None where the trainer has no epoch budget (max_epochs -1/None)."""
@@ -243,6 +317,13 @@ class CoarseClassifier(pl.LightningModule):
         # Round up: when trainer.max_steps ends training early, total need not be a multiple of max_epochs,
         # and a schedule shorter than the run breaks (OneCycleLR raises on the extra steps).
         return max_epochs, max(1, math.ceil(int(total) / max_epochs))
+
+
+def _check_training_args(label_level: str, nan_check_every_n_steps: int) -> None:
+    if label_level not in LABEL_COLUMNS:
+        raise ConfigError(f"label_level must be one of {sorted(LABEL_COLUMNS)}, got {label_level!r}")
+    if not isinstance(nan_check_every_n_steps, int) or nan_check_every_n_steps < 1:
+        raise ConfigError(f"nan_check_every_n_steps must be a positive integer, got {nan_check_every_n_steps!r}")
 
 
 def check_optimizer(optimizer: Callable | None) -> None:

@@ -106,6 +106,14 @@ class Source:
     def prepare(self) -> None:
         """Download or otherwise make the files available (called once, on rank 0). Default: nothing."""
 
+    def check_files(self) -> None:
+        """Raise the DataError `load` would raise for files that are missing and will not be fetched,
+        without reading any (a sweep's pre-flight calls it for every job). Default: nothing to check."""
+
+    def known_num_fine(self) -> int | None:
+        """The number of fine classes if the source knows it without reading its files, else None."""
+        return None
+
     def load(self, split: str) -> RawSplit:
         raise NotImplementedError
 

@@ -32,6 +32,7 @@ class _CIFARSource(Source):
     md5: str
     files: dict[str, tuple[str, ...]]
     meta_file: str
+    num_fine_classes: int
     fine_names_key: str
     image_size = 32
     in_chans = 3
@@ -58,12 +59,22 @@ class _CIFARSource(Source):
             self.prepare()
             found = self.locate()
         if found is None:
-            raise DataError(
-                f"{self.title} not found: looked for {self.root / self.folder} and {self.root} "
-                f"(expected {', '.join(self.files['train'] + self.files['test'] + (self.meta_file,))}); "
-                f"set data.source.download=true or data.source.root=DIR containing {self.folder}"
-            )
+            raise self._not_found()
         return found
+
+    def check_files(self) -> None:
+        if self.locate() is None and not self.download:
+            raise self._not_found()
+
+    def known_num_fine(self) -> int:
+        return self.num_fine_classes
+
+    def _not_found(self) -> DataError:
+        return DataError(
+            f"{self.title} not found: looked for {self.root / self.folder} and {self.root} "
+            f"(expected {', '.join(self.files['train'] + self.files['test'] + (self.meta_file,))}); "
+            f"set data.source.download=true or data.source.root=DIR containing {self.folder}"
+        )
 
     @property
     def title(self) -> str:
@@ -114,6 +125,7 @@ class CIFAR10Source(_CIFARSource):
     md5 = "c58f30108f718f92721af3b95e74349a"
     files = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
     meta_file = "batches.meta"
+    num_fine_classes = 10
     fine_names_key = "label_names"
     label_keys = ("labels",)
     default_hierarchy = "mod:5"
@@ -131,6 +143,7 @@ class CIFAR100Source(_CIFARSource):
     md5 = "eb9058c3a382ffc7106e4002c42a8d85"
     files = {"train": ("train",), "test": ("test",)}
     meta_file = "meta"
+    num_fine_classes = 100
     fine_names_key = "fine_label_names"
     label_keys = ("fine_labels", "coarse_labels")
     default_hierarchy = "superclass"

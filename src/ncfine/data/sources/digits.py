@@ -46,6 +46,9 @@ class DigitsSource(Source):
     def num_fine(self) -> int:
         return 10
 
+    def known_num_fine(self) -> int:
+        return 10
+
     def load(self, split: str) -> RawSplit:
         check_split(split)
         if self._splits is None:

@@ -50,6 +50,9 @@ class ImageFolderSource(Source):
         self._classes: list[str] | None = None
         self._hierarchy: LabelHierarchy | None = None
 
+    def check_files(self) -> None:
+        self.split_dir("train")
+
     def split_dir(self, split: str) -> Path:
         if not self.root.is_dir():
             raise DataError(

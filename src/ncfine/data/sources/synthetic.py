@@ -84,6 +84,9 @@ class SyntheticSource(Source):
     def num_fine(self) -> int:
         return self.num_coarse * self.fine_per_coarse
 
+    def known_num_fine(self) -> int:
+        return self.num_fine
+
     def means(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(coarse means (K, D), fine means (K*F, D)), float64."""
         g = torch.Generator().manual_seed(self.seed + _STREAM["means"])
