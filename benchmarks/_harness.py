@@ -128,10 +128,19 @@ def parse_training_args(parser: argparse.ArgumentParser) -> tuple[argparse.Names
     return args, device
 
 
+def compute_path_of(device: torch.device):
+    """The precision and layout ncfine's default (`auto`) picks on `device` (`ncfine.utils.compute_path`):
+    the benchmarks pin them explicitly, and the plain loop in throughput.py uses the same."""
+    from ncfine.utils.compute_path import resolve_compute_path
+
+    return resolve_compute_path(device.type, "auto", "auto")
+
+
 def training_overrides(args: argparse.Namespace, device: torch.device) -> list[str]:
-    """The benchmark setting: data held on the device, SGD nesterov lr 0.1, constant lr, and on
-    CUDA bf16 autocast with channels_last (the plain loop in throughput.py does the same)."""
+    """The benchmark setting: data held on the device, SGD nesterov lr 0.1, constant lr, and ncfine's
+    default path on that device (bf16 autocast + channels_last on CUDA and on CPUs with bf16 units)."""
     on_cuda = device.type == "cuda"
+    path = compute_path_of(device)
     data = ["data=digits"] if args.tiny else ["data=cifar10", f"data.source.root={args.data_root}"]
     return [
         *data,
@@ -143,8 +152,8 @@ def training_overrides(args: argparse.Namespace, device: torch.device) -> list[s
         "optimizer.nesterov=true",
         "scheduler=constant",
         f"trainer.accelerator={'gpu' if on_cuda else 'cpu'}",
-        f"trainer.precision={'bf16-mixed' if on_cuda else '32-true'}",
-        f"model.channels_last={str(on_cuda).lower()}",
+        f"trainer.precision={path.precision}",
+        f"model.channels_last={str(path.channels_last).lower()}",
     ]
 
 

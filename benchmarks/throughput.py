@@ -2,7 +2,8 @@
 
 Both run in this process on the same device with identical settings: images held on the device
 as uint8, random crop + flip (the data config's pad and flip) and normalisation on the device,
-SGD nesterov lr 0.1, batch 512, bf16 autocast and channels_last on CUDA, no torch.compile, no
+SGD nesterov lr 0.1, batch 512, ncfine's default path on the device (bf16 autocast + channels_last on CUDA and on
+CPUs with bf16 units, `ncfine.utils.compute_path`), no torch.compile, no
 validation and no analysis (see analysis_overhead.py for those). The first epoch of each is
 warm-up and not timed.
 
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from _harness import (
+    compute_path_of,
     device_name,
     mean_after_warmup,
     ncfine_epochs,
@@ -179,7 +181,7 @@ def main() -> None:
     args.batch_size = args.batch_size or (64 if args.cpu else 512)
     if args.cpu:
         return cpu_suite(args)
-    on_cuda = device.type == "cuda"
+    path = compute_path_of(device)
     overrides = training_overrides(args, device)
     # callbacks=none: training only (the analysis cost is benchmarks/analysis_overhead.py's job);
     # no validation either, since the plain loop has none.
@@ -200,8 +202,8 @@ def main() -> None:
         args.epochs,
         args.batch_size,
         device,
-        "bf16" if on_cuda else "32",
-        on_cuda,
+        "bf16" if "bf16" in path.precision else "32",
+        path.channels_last,
         dm.pad,
         dm.flip,
     )
@@ -209,6 +211,7 @@ def main() -> None:
     plain_s, ncfine_s = mean_after_warmup(plain_times), mean_after_warmup(ncfine_times)
     result = {
         "device": device_name(device),
+        "path": path.describe(),
         "backbone": args.backbone,
         "images": n,
         "batch_size": args.batch_size,

@@ -17,6 +17,7 @@ from ncfine.callbacks import feature_store as features_module
 from ncfine.callbacks.feature_store import FeatureStore
 from ncfine.data import HierarchicalDataModule
 from ncfine.data.sources import DigitsSource
+from ncfine.features import extract as extract_module
 from ncfine.features import extract_features
 from ncfine.models import CoarseClassifier
 
@@ -89,22 +90,18 @@ def test_an_epoch_without_validation_extracts(tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_autocast_on_cpu_is_not_taken_for_the_float32_pass(tmp_path):
-    # Lightning validates under CPU bf16 autocast, the analysis pass runs float32 on CPU: they differ.
-    assert fit(tmp_path, precision="bf16-mixed") == [1]
+def test_bf16_on_cpu_takes_validations_features(tmp_path):
+    # The CPU fast path: validation and the analysis pass both run under CPU bf16 autocast, so the
+    # captured features are taken and equal a bf16 analysis pass bit for bit (CompareWithExtraction).
+    assert fit(tmp_path, precision="bf16-mixed") == [0]
 
 
 @pytest.mark.slow
-def test_same_autocast_gives_the_same_bits(tmp_path, monkeypatch):
-    # With the analysis pass under bf16 autocast too (as on CUDA with bf16-mixed), the captured
-    # features are taken and equal a bf16 analysis pass bit for bit (checked by CompareWithExtraction).
-    monkeypatch.setattr(features_module, "extraction_autocast", lambda trainer, device: torch.bfloat16)
-    monkeypatch.setattr(
-        features_module,
-        "_validation_autocast",
-        lambda precision, device: torch.bfloat16 if precision == "bf16-mixed" else None,
-    )
-    assert fit(tmp_path, precision="bf16-mixed") == [0]
+def test_another_autocast_is_not_taken(tmp_path, monkeypatch):
+    # Were the analysis pass float32 on CPU (bf16 analysis on CUDA only), validation's bf16 features
+    # would not be its features: extracted again.
+    monkeypatch.setattr(extract_module, "BF16_ANALYSIS_DEVICES", ("cuda",))
+    assert fit(tmp_path, precision="bf16-mixed") == [1]
 
 
 def test_capture_is_refused_after_an_optimizer_step_and_for_other_precisions():
@@ -112,9 +109,10 @@ def test_capture_is_refused_after_an_optimizer_step_and_for_other_precisions():
     trainer = lambda precision: SimpleNamespace(precision=precision)  # noqa: E731
     extraction = features_module.extraction_autocast
     validation = features_module._validation_autocast
-    assert validation("bf16-mixed", cuda) == extraction(trainer("bf16-mixed"), cuda) == torch.bfloat16
-    assert validation("32-true", cuda) is extraction(trainer("32-true"), cuda) is None
-    for precision, device in (("bf16-mixed", cpu), ("16-mixed", cuda), ("bf16-true", cuda), ("64-true", cpu)):
+    for device in (cuda, cpu):
+        assert validation("bf16-mixed", device) == extraction(trainer("bf16-mixed"), device) == torch.bfloat16
+        assert validation("32-true", device) is extraction(trainer("32-true"), device) is None
+    for precision, device in (("16-mixed", cuda), ("bf16-true", cuda), ("bf16-true", cpu), ("64-true", cpu)):
         assert validation(precision, device) != extraction(trainer(precision), device), (precision, device)
 
     # Validation mid-epoch (val_check_interval < 1): the model trained on afterwards, so not taken.
