@@ -23,6 +23,7 @@ It prints img/s per variant and the ratios against the targets (CPU_TARGETS belo
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,6 +142,25 @@ def cpu_suite(args) -> None:
                 precision, channels_last, dm.pad, dm.flip, width=width,
             )  # fmt: skip
             rates[name] = n / mean_after_warmup(times)
+        if args.compile:
+            # Compiled (Inductor; its cache emptied first, so the first epoch pays the whole compile):
+            # does it pay over a `--pays-over`-epoch run of this many images, compile time included?
+            with tempfile.TemporaryDirectory(prefix="ncfine-inductor-") as cache:
+                compiled, _, _ = ncfine_epochs(
+                    [*overrides, "model.compile=true", f"paths.compile_cache_dir={cache}"], device
+                )
+            steady = mean_after_warmup(compiled.times)
+            rates["ncfine compiled"] = n / steady
+            compile_s = compiled.times[0] - steady
+            saved_per_epoch = n / rates["ncfine"] - steady
+            print(
+                f"{backbone} x {width:g} compiled: first epoch {compiled.times[0]:.1f} s (compile about "
+                f"{compile_s:.0f} s), then {rates['ncfine compiled']:.0f} img/s against {rates['ncfine']:.0f}: "
+                f"over {args.pays_over} epochs of {n} images it "
+                + ("pays" if saved_per_epoch * args.pays_over > compile_s else "does not pay")
+                + f" ({saved_per_epoch * args.pays_over:+.0f} s saved, {compile_s:.0f} s compiling)",
+                flush=True,
+            )
         best = max(rates["plain fp32"], rates["plain bf16+cl"])
         row = {
             "backbone": f"{backbone} x {width:g}",
@@ -148,6 +168,7 @@ def cpu_suite(args) -> None:
             "plain_fp32_images_per_s": rates["plain fp32"],
             "plain_bf16_cl_images_per_s": rates["plain bf16+cl"],
             "ncfine_images_per_s": rates["ncfine"],
+            "ncfine_compiled_images_per_s": rates.get("ncfine compiled"),
             "ncfine_vs_best_plain": rates["ncfine"] / best,
             "ncfine_vs_plain_fp32": rates["ncfine"] / rates["plain fp32"],
             "target_vs_plain_fp32": target,
@@ -174,6 +195,8 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="*", default=None, help="--cpu: only these (others at --width)")
     parser.add_argument("--width", type=float, default=1.0, help="--cpu: width of backbones outside the suite")
     parser.add_argument("--images", type=int, default=3000, help="--cpu: training images per epoch (0: all)")
+    parser.add_argument("--compile", action="store_true", help="--cpu: also time ncfine with model.compile=true")
+    parser.add_argument("--pays-over", type=int, default=20, help="--compile: epochs the compile must pay over")
     parser.set_defaults(batch_size=None)
     args, device = parse_training_args(parser)
     if args.clock != "wall":

@@ -5,12 +5,13 @@ The capability is simulated (torch's report replaced), so each case runs on any 
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 
 from conftest import FAST
-from ncfine.api import compose, train
+from ncfine.api import analyze_run, compose, compose_analyze, train
 from ncfine.models import CoarseClassifier
 from ncfine.utils import compute_path
 from ncfine.utils.compute_path import resolve_compute_path
@@ -136,3 +137,30 @@ def test_a_checkpoint_of_the_fast_path_resumes(tmp_path):
     assert longer["resumed_from"].endswith("last.ckpt")
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+
+
+def test_analyze_gives_the_fp32_paths_metrics_to_bf16_tolerance(tmp_path):
+    """ncfine-analyze of a bf16 run extracts under bf16 autocast, as its training callbacks did (so it
+    reproduces them exactly); the same weights through the float32 path agree within bf16 tolerance."""
+    trained = train(run_cfg(tmp_path, "trainer.precision=bf16-mixed", "model.channels_last=true", epochs=2))
+    assert trained["status"] == "completed", trained["error"]
+    fp32_run = tmp_path / "run_fp32"
+    shutil.copytree(tmp_path / "run", fp32_run)
+    config = fp32_run / "config.yaml"
+    config.write_text(config.read_text().replace("precision: bf16-mixed", "precision: 32-true"))
+
+    def analyze(run, out):
+        overrides = [f"run={run}", "device=cpu", "layers=[penultimate]"]
+        results = analyze_run(compose_analyze(overrides, run_dir=tmp_path / out), overrides)
+        assert results["status"] == "completed", results["error"]
+        return results["metrics"]
+
+    bf16, fp32 = analyze(tmp_path / "run", "an_bf16"), analyze(fp32_run, "an_fp32")
+    for key in ("nc/train/nc1", "nc/test/nc1", "fine/test/kmeans_per_coarse_acc", "fine/probe_acc"):
+        assert bf16[key] == trained["metrics"][key], key
+    for key in ("nc/train/nc1", "nc/test/nc1", "nc/train/fine/nc1"):
+        assert fp32[key] != bf16[key] and abs(fp32[key] - bf16[key]) <= 0.02 * abs(fp32[key]), key
+    # 360 test images: one image is 0.28 points.
+    for key in ("fine/test/kmeans_per_coarse_acc", "fine/probe_acc", "fine/knn_acc", "val/acc"):
+        if key in fp32:
+            assert abs(fp32[key] - bf16[key]) <= 0.02, key
