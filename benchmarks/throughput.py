@@ -22,6 +22,7 @@ It prints img/s per variant and the ratios against the targets (CPU_TARGETS belo
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -103,27 +104,17 @@ def plain_loop(
 
 def cpu_suite(args) -> None:
     """ncfine's default CPU path against plain fp32 and plain bf16 + channels_last, per family."""
-    from ncfine.utils.compute_path import resolve_compute_path
-
     device = torch.device("cpu")
-    path = resolve_compute_path("cpu", "auto", "auto")
+    path = compute_path_of(device)
     print(f"ncfine's path here: {path.describe()}; {torch.get_num_threads()} threads, batch {args.batch_size}")
-    data = ["data=digits"] if args.tiny else ["data=cifar10", f"data.source.root={args.data_root}"]
     suite = [(b, w, t) for b, w, t in CPU_SUITE if not args.backbones or b in args.backbones]
     suite += [(b, args.width, None) for b in args.backbones or () if b not in {s[0] for s in CPU_SUITE}]
     rows = []
     for backbone, width, target in suite:
+        # training_overrides pins the path `auto` resolves to here: ncfine's default path.
         overrides = [
-            *data,
-            f"model.backbone={backbone}",
+            *training_overrides(argparse.Namespace(**{**vars(args), "backbone": backbone}), device),
             f"model.width={width}",
-            f"data.batch_size={args.batch_size}",
-            "data.device_resident=true",
-            "data.num_workers=0",
-            "optimizer.lr=0.1",
-            "optimizer.nesterov=true",
-            "scheduler=constant",
-            "trainer.accelerator=cpu",
             f"trainer.max_epochs={args.epochs}",
             "callbacks=none",
             "trainer.limit_val_batches=0",

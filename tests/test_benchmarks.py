@@ -165,3 +165,25 @@ def test_sweep_epoch_times_reads_a_sweep_log(tmp_path):
     # median train epoch 11.0, analysis epoch 31.0, extra 20.0, ratio 64 / (4 x 11) = 1.45
     assert lines[1].split()[:7] == ["#0", "4", "11.0", "31.0", "20.0", "1.45", "64"]
     assert "no epochs with and without analysis" in lines[2]
+
+
+@pytest.mark.slow
+def test_throughput_cpu_mode_compares_ncfine_with_both_plain_variants(tmp_path):
+    json_path = tmp_path / "cpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--cpu", "--tiny", "--backbones", "resnet10t"]
+        + ["--width", "0.25", "--images", "256", "--epochs", "2", "--json", str(json_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(json_path.read_text())
+    assert result["path"]["device"] == "cpu" and result["path"]["precision"] in ("bf16-mixed", "32-true")
+    (row,) = result["rows"]
+    assert row["backbone"] == "resnet10t x 0.25" and row["images"] == 256
+    rates = [row[k] for k in ("plain_fp32_images_per_s", "plain_bf16_cl_images_per_s", "ncfine_images_per_s")]
+    assert all(r > 0 for r in rates)
+    assert row["ncfine_vs_best_plain"] == rates[2] / max(rates[:2])
+    assert f"ncfine/best plain {row['ncfine_vs_best_plain']:.3f}" in proc.stdout
