@@ -12,11 +12,12 @@ about the device, never from a list of models:
 | CPU | none (e.g. AVX2 only) | 32-true | off |
 | other (MPS, ...) | - | 32-true | off |
 
-On a CPU without bf16 units, oneDNN emulates bf16 and is slower than float32, hence the rule.
-Measured on 2-core boxes (plain PyTorch training step, batch 64, 32x32; benchmarks/README.md):
-bf16 + channels_last trains ResNet-18 x 0.25 at 2.6-2.75x, VGG-16-bn x 0.25 at 1.9-2x and
-DenseNet-121 g8 at 1.3-1.6x the float32 rate, on an Intel CPU with AMX-BF16 and on an AMD EPYC
-with AVX512-BF16 only. An explicit `trainer.precision` or `model.channels_last` is kept as given.
+On a CPU without bf16 units oneDNN emulates bf16, reported slower than float32 (not measured
+here), hence the rule. Measured (plain PyTorch training step, batch 64, 32x32, 2 threads;
+benchmarks/README.md, "The CPU fast path"): bf16 + channels_last over float32 is 1.8-2.0x for
+ResNet-18 x 0.25, 1.5-1.8x for VGG-16-bn x 0.25 and 1.4-1.6x for DenseNet-121 g8 on a 2-core AMD
+EPYC with AVX512-BF16 only; an Intel box with AMX-BF16 gave 2.75x, 2x and 1.3-1.75x (issue #29).
+An explicit `trainer.precision` or `model.channels_last` is kept as given.
 """
 
 from __future__ import annotations
