@@ -143,9 +143,7 @@ def _train_with_peer_loss(tmp_path, monkeypatch, sigterm):
     monkeypatch.setattr(_SignalConnector, "_sigterm_notifier_fn", notifier_whose_broadcast_fails)
     real_build = pipeline.build
     monkeypatch.setattr(
-        pipeline,
-        "build",
-        lambda cfg, extra_callbacks=None, **kwargs: real_build(cfg, [*extra_callbacks, PeerLost()], **kwargs),
+        pipeline, "build", lambda cfg, extra_callbacks=None: real_build(cfg, [*extra_callbacks, PeerLost()])
     )
     cfg = compose(
         ["data=synthetic", "model=mlp", "logger=none", "trainer.max_epochs=3", "trainer.accelerator=cpu"]

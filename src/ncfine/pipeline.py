@@ -28,7 +28,7 @@ from ncfine.loggers import finish_loggers, log_run_config
 from ncfine.run_dir import config_summary
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
 from ncfine.utils.checkpoints import RESUME_ORDER
-from ncfine.utils.compute_path import ComputePath, resolve_compute_path
+from ncfine.utils.compute_path import AUTO, ComputePath, resolve_compute_path
 from ncfine.utils.errors import ConfigError, DivergedError, NcfineError
 from ncfine.utils.instantiate import instantiate
 from ncfine.utils.logging import RankedLogger
@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         run_files = RunFilesCallback(run_dir, on_epoch_written=record.running)
         record.compute = apply_compute_path(cfg)
-        datamodule, model, trainer = build(cfg, extra_callbacks=[run_files], compute=record.compute)
+        datamodule, model, trainer = build(cfg, extra_callbacks=[run_files])
         loggers = trainer.loggers
         log_run_config(loggers, cfg)
         ckpt_path = extend_from or (find_resume_checkpoint(run_dir) if cfg.get("resume", True) else None)
@@ -162,14 +162,12 @@ def hand_over_preemption(run_files: RunFilesCallback, record: ResultsRecorder, s
         raise
 
 
-def build(
-    cfg: DictConfig, extra_callbacks: list | None = None, compute: ComputePath | None = None
-) -> tuple[Any, pl.LightningModule, pl.Trainer]:
+def build(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[Any, pl.LightningModule, pl.Trainer]:
     """Validate and seed, then (datamodule, model, trainer) from the config: the data first, since
-    the model's num_classes / in_chans / img_size come from it. `compute`: the path `apply_compute_path`
-    already resolved in `cfg` (else it is resolved here)."""
+    the model's num_classes / in_chans / img_size come from it. `auto` precision or channels_last
+    left in `cfg` (a caller other than `train`) is resolved here."""
     validate_config(cfg)
-    if compute is None:
+    if AUTO in (OmegaConf.select(cfg, "trainer.precision"), OmegaConf.select(cfg, "model.channels_last")):
         apply_compute_path(cfg)
     use_compile_cache(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

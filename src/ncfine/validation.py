@@ -60,6 +60,14 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _require_positive_int(key: str, value, allow_none: bool = True) -> None:
+    """One-line ConfigError unless `value` is an integer >= 1 (or None, where that means "unset")."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
 @check
 def _missing_values(cfg: DictConfig) -> None:
     # `???` in a config (data=imagefolder: data.source.root, data.source.mapping) would otherwise
@@ -101,9 +109,7 @@ def _optimizer(cfg: DictConfig) -> None:
 
 @check
 def _trainer(cfg: DictConfig) -> None:
-    epochs = _get(cfg, "trainer.max_epochs")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
-        raise ConfigError(f"trainer.max_epochs must be a positive integer, got {epochs!r}")
+    _require_positive_int("trainer.max_epochs", _get(cfg, "trainer.max_epochs"), allow_none=False)
     limit = _get(cfg, "trainer.limit_train_batches")
     if limit is not None and (not _is_number(limit) or limit <= 0 or (isinstance(limit, float) and limit > 1)):
         raise ConfigError(
@@ -156,9 +162,7 @@ def _label_level(cfg: DictConfig) -> None:
 @check
 def _data(cfg: DictConfig) -> None:
     for key in ("data.batch_size", "data.eval_batch_size"):
-        value = _get(cfg, key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        _require_positive_int(key, _get(cfg, key))
 
 
 @check
@@ -187,9 +191,7 @@ def _analysis(cfg: DictConfig) -> None:
     # The top-level keys the analysis callbacks read (conf/train.yaml): named as the user set them,
     # not as the callback nodes that interpolate them.
     for key in ("analysis.every_n_epochs", "analysis.layerwise_every_n_epochs"):
-        every = _get(cfg, key)
-        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
-            raise ConfigError(f"{key} must be a positive integer, got {every!r}")
+        _require_positive_int(key, _get(cfg, key))
     for key in ("analysis.nc_splits", "analysis.recovery_splits"):
         splits = _get(cfg, key)
         if splits is None:
@@ -207,8 +209,7 @@ def _plain(value):
 def _callbacks(cfg: DictConfig) -> None:
     for name, callback in (_get(cfg, "callbacks") or {}).items():
         every = callback.get("every_n_epochs") if isinstance(callback, DictConfig) else None
-        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
-            raise ConfigError(f"callbacks.{name}.every_n_epochs must be a positive integer, got {every!r}")
+        _require_positive_int(f"callbacks.{name}.every_n_epochs", every)
 
 
 @check
