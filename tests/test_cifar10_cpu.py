@@ -1,9 +1,11 @@
-"""experiment=cifar10_cpu: the paper's architecture comparison on real CIFAR-10, sized for a 2-core
-CPU. The real run needs the dataset (docs/RESULTS.md, section 4); here each arm composes and trains
-one step on tiny CIFAR-shaped data."""
+"""experiment=cifar10_cpu (the paper's architecture comparison on real CIFAR-10, sized for a 2-core
+CPU to reach the terminal phase) and experiment=cifar10_cpu_grid (its lr x wd grid). The real runs
+need the dataset (docs/RESULTS.md, section 4); here each arm composes and trains one step on tiny
+CIFAR-shaped data."""
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from conftest import FAST
 from fakes import write_fake_cifar10
@@ -40,13 +42,15 @@ def test_arm_composes_and_trains_one_step(arm, data_dir, tmp_path):
     overrides = ["experiment=cifar10_cpu", f"+cifar10_cpu={arm}", f"data.source.root={data_dir}"]
     cfg = compose(overrides, run_dir=tmp_path / "built")
     assert cfg.model.backbone == backbone and cfg.model.width == 0.25
-    assert cfg.data.max_train_samples == 3000 and cfg.trainer.max_epochs == 20
+    assert (cfg.data.max_train_samples, cfg.data.max_test_samples, cfg.trainer.max_epochs) == (500, 2000, 150)
+    assert cfg.optimizer.weight_decay == 5e-3
     assert cfg.callbacks.neural_collapse.splits == ["train", "test"]
+    assert cfg.callbacks.fine_recovery.splits == ["train", "test"]
     datamodule, model, trainer = build(cfg)
     assert (model.feature_dim, model.head.out_features, datamodule.num_fine) == (dim, classes, 10)
     # Analysis epochs are validation epochs, so the test split's features come from validation.
     every = {cfg.callbacks.neural_collapse.every_n_epochs, cfg.callbacks.fine_recovery.every_n_epochs}
-    assert every == ({20} if classes == 10 else {5})
+    assert every == ({150} if classes == 10 else {10})
     assert all(epoch % trainer.check_val_every_n_epoch == 0 for epoch in every)
 
     cfg = compose([*overrides, *FAST, "trainer.fast_dev_run=true", "logger=none"], run_dir=tmp_path / "run")
@@ -55,4 +59,47 @@ def test_arm_composes_and_trains_one_step(arm, data_dir, tmp_path):
     assert 0.0 <= results["metrics"]["val/acc"] <= 1.0
     assert results["metrics"]["nc/test/nc1"] >= 0.0
     if classes == 5:
-        assert 0.0 <= results["metrics"]["fine/test/kmeans_per_coarse_acc"] <= 1.0
+        for split in ("train", "test"):
+            assert 0.0 <= results["metrics"][f"fine/{split}/kmeans_per_coarse_acc"] <= 1.0
+
+
+GRID_ARMS = ("resnet18", "vgg16_bn")
+GRID_CELLS = [(lr, wd) for lr in (0.1, 0.01, 0.001) for wd in (5e-3, 5e-4, 5e-5)]
+
+
+def test_grid_is_the_papers_lr_by_wd_for_resnet_and_vgg_on_one_seed():
+    experiment = yaml.safe_load((CONFIG_DIR / "experiment" / "cifar10_cpu_grid.yaml").read_text())
+    params = experiment["hydra"]["sweeper"]["params"]
+    assert params["+cifar10_cpu"].split(",") == list(GRID_ARMS)
+    assert [float(v) for v in params["optimizer.lr"].split(",")] == [0.1, 0.01, 0.001]
+    assert [float(v) for v in params["optimizer.weight_decay"].split(",")] == [5e-3, 5e-4, 5e-5]
+    assert str(params["seed"]) == "0"
+
+
+@pytest.mark.parametrize("arm", GRID_ARMS)
+def test_grid_arm_composes_the_cifar10_cpu_recipe_and_trains_one_step(arm, data_dir, tmp_path):
+    lr, wd = GRID_CELLS[0] if arm == "resnet18" else GRID_CELLS[-1]
+    overrides = [
+        "experiment=cifar10_cpu_grid",
+        f"+cifar10_cpu={arm}",
+        f"optimizer.lr={lr}",
+        f"optimizer.weight_decay={wd}",
+        f"data.source.root={data_dir}",
+    ]
+    cfg = compose(overrides, run_dir=tmp_path / "built")
+    recipe = compose(["experiment=cifar10_cpu", f"+cifar10_cpu={arm}"], run_dir=tmp_path / "recipe")
+    assert cfg.model.backbone == arm and cfg.task_name == "cifar10_cpu_grid"
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (lr, wd)
+    # the same recipe and length as experiment=cifar10_cpu; only the analysis cadence differs
+    for key in ("model.width", "data.max_train_samples", "data.max_test_samples", "trainer.max_epochs"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(recipe, key), key
+    assert cfg.callbacks.fine_recovery.splits == ["train", "test"]
+    assert cfg.callbacks.fine_recovery.every_n_epochs == cfg.trainer.check_val_every_n_epoch == 50
+    assert cfg.trainer.max_epochs % 50 == 0  # the last epoch, which the heatmaps read, is analysed
+
+    cfg = compose([*overrides, *FAST, "trainer.fast_dev_run=true", "logger=none"], run_dir=tmp_path / "run")
+    results = train(cfg)
+    assert results["status"] == "completed", results["error"]
+    assert results["config"]["lr"] == lr and results["config"]["weight_decay"] == wd
+    for split in ("train", "test"):
+        assert 0.0 <= results["metrics"][f"fine/{split}/kmeans_per_coarse_acc"] <= 1.0

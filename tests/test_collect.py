@@ -227,7 +227,13 @@ def test_cli_writes_summary_and_heatmaps(sweep, tmp_path):
     pngs = sorted(p.name for p in out.glob("heatmap_*.png"))
     assert pngs == [
         f"heatmap_{metric}_{backbone}.png"
-        for metric in ("fine_test_kmeans_per_coarse_acc", "fine_train_kmeans_per_coarse_acc", "nc_train_nc1", "val_acc")
+        for metric in (
+            "fine_test_kmeans_per_coarse_acc",
+            "fine_train_kmeans_per_coarse_acc",
+            "nc_train_nc1",
+            "train_acc",
+            "val_acc",
+        )
         for backbone in BACKBONES
     ]
     assert all((out / p).stat().st_size > 5000 for p in pngs)
@@ -236,7 +242,7 @@ def test_cli_writes_summary_and_heatmaps(sweep, tmp_path):
 def test_default_heatmaps_leave_out_what_no_completed_job_logged(sweep, tmp_path):
     table = summarize(load_runs(sweep)).assign(**{"fine/train/kmeans_per_coarse_acc": math.nan})
     metrics, notes = default_heatmap_metrics(table)
-    assert metrics == ["fine/test/kmeans_per_coarse_acc", "nc/train/nc1", "val/acc"]
+    assert metrics == ["fine/test/kmeans_per_coarse_acc", "nc/train/nc1", "train/acc", "val/acc"]
     assert notes == ["no heatmap of fine/train/kmeans_per_coarse_acc: no completed job logged it"]
     # Nothing completed: every default is drawn, its grey cells saying why.
     failed = table.assign(status="failed")
@@ -256,7 +262,7 @@ def test_nc_heatmaps_use_a_log_colour_scale(sweep):
 
 
 def test_an_arm_per_backbone_is_not_a_variant_but_an_arm_that_splits_one_is(tmp_path):
-    # experiment=cifar10_cpu_grid style: the backbone comes from an arm of a config group.
+    # experiment=cifar10_cpu_grid style: the backbone comes from an arm of a config group (+cifar10_cpu=...).
     for arm, backbone in (("resnet18", "resnet18"), ("vgg16_bn", "vgg16_bn")):
         for lr in LRS:
             fake_job(tmp_path / "grid", backbone, lr, 5e-4, 0, metrics=metrics_for(backbone, lr, 5e-4, 0))
@@ -285,17 +291,18 @@ def test_cli_empty_dir_is_one_line_error(tmp_path):
 
 def test_variant_keeps_other_swept_keys_apart(tmp_path):
     for hierarchy in ("mod:5", "identity"):
-        fake_job(
-            tmp_path,
-            "resnet18",
-            0.1,
-            5e-4,
-            0,
-            metrics={"nc/train/nc1": 1.0},
-            extra=[f"data.hierarchy={hierarchy}", "trainer.max_epochs=2"],
-        )
+        for lr in (0.1, 0.01):
+            fake_job(
+                tmp_path,
+                "resnet18",
+                lr,
+                5e-4,
+                0,
+                metrics={"nc/train/nc1": 1.0},
+                extra=[f"data.hierarchy={hierarchy}", "trainer.max_epochs=2"],
+            )
     table = summarize(load_runs(tmp_path))
-    assert sorted(table["variant"]) == ["data.hierarchy=identity", "data.hierarchy=mod:5"]
+    assert sorted(table["variant"]) == ["data.hierarchy=identity"] * 2 + ["data.hierarchy=mod:5"] * 2
     assert len(write_heatmaps(table, tmp_path / "out", ["nc/train/nc1"])) == 2
 
 

@@ -143,3 +143,37 @@ def test_arm_sweep_tables_keep_the_fine_baseline_apart_and_show_train_recovery(s
     row = table[(table["variant"] == "+cifar10_cpu=resnet18") & (table["seed"] == 0)].iloc[0]
     assert row["fine/train/kmeans_per_coarse_acc"] == pytest.approx(recovery_at("train", "resnet18", 0, 9))
     assert row["train/acc"] == pytest.approx(0.5 + 0.05 * 9)
+
+
+def test_a_grid_colours_each_lr_wd_cell_and_names_it(tmp_path):
+    # experiment=cifar10_cpu_grid: one seed, the runs of a backbone differ in lr and wd.
+    root = tmp_path / "grid"
+    for i, (lr, wd) in enumerate([(0.1, 5e-3), (0.01, 5e-4), (0.001, 5e-5)]):
+        job = arm_job(root / f"cell{i}", "resnet18", "resnet18", 0, rows=epoch_rows("resnet18", i))
+        payload = json.loads((job / "results.json").read_text())
+        payload["config"].update(lr=lr, weight_decay=wd)
+        (job / "results.json").write_text(json.dumps(payload))
+    runs = load_runs(root)
+    fig = plot_trajectories([load_trajectory(run)[0] for run in runs])
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert sorted(lines) == sorted(
+        f"{split}, lr {lr}, wd {wd}, seed 0"
+        for split in ("train", "test")
+        for lr, wd in (("0.1", "0.005"), ("0.01", "0.0005"), ("0.001", "5e-05"))
+    )
+    colours = {label.split(", ", 1)[1]: line.get_color() for label, line in lines.items() if label.startswith("train")}
+    assert len(set(colours.values())) == 3  # a colour per cell ...
+    same_cell = lines["train, lr 0.1, wd 0.005, seed 0"], lines["test, lr 0.1, wd 0.005, seed 0"]
+    assert same_cell[0].get_color() == same_cell[1].get_color()  # ... shared by its two splits,
+    assert same_cell[0].get_linestyle() != same_cell[1].get_linestyle()  # told apart by line style
+    assert same_cell[0].get_marker() != same_cell[1].get_marker()
+
+
+def test_an_architecture_sweep_gets_no_one_cell_heatmaps_but_a_note_each(sweep, tmp_path):
+    result = collect(str(sweep), str(tmp_path / "out"))
+    assert not [p for p in result["files"] if p.name.startswith("heatmap_")]
+    notes = [n for n in result["notes"] if n.startswith("no heatmaps of ")]
+    # resnet18 (coarse and fine arms), vgg16_bn and densenet121: one (lr, wd) cell each
+    assert len(notes) == 4, notes
+    assert all("one lr x wd cell (lr 0.05, wd 0.0005)" in n for n in notes)
+    assert summarize(load_runs(sweep)).shape[0] == 7  # the tables keep every job

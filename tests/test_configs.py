@@ -137,5 +137,5 @@ def test_experiment_analysis_keys_reach_a_users_own_callbacks_group(tmp_path):
     )
     validate_config(cfg)
     assert list(cfg.callbacks) == ["neural_collapse"]
-    assert cfg.callbacks.neural_collapse.every_n_epochs == 5
+    assert cfg.callbacks.neural_collapse.every_n_epochs == cfg.analysis.every_n_epochs == 10
     assert list(cfg.callbacks.neural_collapse.splits) == ["train", "test"]

@@ -500,6 +500,22 @@ def test_max_train_samples_is_a_seeded_renumbered_subset():
     assert torch.equal(index, torch.arange(100))
 
 
+def test_max_test_samples_is_one_subset_for_every_seed():
+    a = HierarchicalDataModule("digits", max_test_samples=50, seed=5)
+    b = HierarchicalDataModule("digits", max_test_samples=50, seed=6)
+    full = HierarchicalDataModule("digits", seed=5)
+    assert a.split_size("test") == 50 and a.split_size("train") == full.split_size("train")
+    assert torch.equal(a.split("test").images, b.split("test").images)
+    # a subset of the real test images, not a reshuffle of the training ones
+    rows = {bytes(image.numpy()) for image in full.split("test").images}
+    assert all(bytes(image.numpy()) in rows for image in a.split("test").images)
+    assert len(list(a.val_dataloader())) * a.eval_batch_size >= 50
+    index = torch.cat([batch[3] for batch in a.analysis_dataloader("test")])
+    assert torch.equal(index, torch.arange(50))
+    # larger than the split: the whole split
+    assert HierarchicalDataModule("digits", max_test_samples=10**6).split_size("test") == full.split_size("test")
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
@@ -508,6 +524,7 @@ def test_max_train_samples_is_a_seeded_renumbered_subset():
         ({"num_workers": -1}, "data.num_workers"),
         ({"device_resident": "sometimes"}, "auto, true or false"),
         ({"max_train_samples": 0}, "max_train_samples"),
+        ({"max_test_samples": 1.5}, "max_test_samples"),
         ({"source": "mnist"}, "'mnist'"),
         ({"source": object()}, "data.source"),
         ({"hierarchy": "mod:11"}, "mod:11"),

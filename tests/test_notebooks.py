@@ -241,9 +241,10 @@ def test_sweep_analysis_runs_a_sweep_then_reads_an_existing_one(kernel_env, log_
     assert all(0 <= v <= 1 for v in means) and f"{means.iloc[0]:.4f}".rstrip("0") in grid
 
     # The default metrics the jobs logged (the smoke grid analyses the test split only: no fine/train/...).
-    heatmaps = [f"heatmap_{m}_resnet10t.png" for m in ("fine_test_kmeans_per_coarse_acc", "nc_train_nc1", "val_acc")]
+    metrics = ("fine_test_kmeans_per_coarse_acc", "nc_train_nc1", "train_acc", "val_acc")
+    heatmaps = [f"heatmap_{m}_resnet10t.png" for m in metrics]
     assert sorted(p.name for p in sweep.glob("heatmap_*.png")) == heatmaps
-    assert len(pngs(cell(nb, "heatmaps"))) == 3
+    assert len(pngs(cell(nb, "heatmaps"))) == 4
     assert len(pngs(cell(nb, "pca"))) == 1 and (sweep / "pca_best_run.png").exists()
     shown = text_of(cell(nb, "pca")).splitlines()[0]  # the job with the best recovery (first of equals)
     best = summary["fine/test/kmeans_per_coarse_acc"].max()

@@ -155,7 +155,7 @@ def test_smoke_grid_failed_jobs_do_not_stop_the_sweep(log_dir):
         assert len(list(csv.DictReader(handle))) == 8
     assert sorted(p.name for p in sweep.glob("heatmap_*.png")) == [
         f"heatmap_{m}_{b}.png"
-        for m in ("fine_test_kmeans_per_coarse_acc", "nc_train_nc1", "val_acc")  # no fine/train/...: not logged
+        for m in ("fine_test_kmeans_per_coarse_acc", "nc_train_nc1", "train_acc", "val_acc")  # no fine/train/...
         for b in ("resnet10t", "vgg11")
     ]
     grid = heatmap_grid(summarize(list(runs.values())), "nc/train/nc1", "vgg11")

@@ -98,7 +98,9 @@ def test_a_composed_run_logs_train_recovery_and_collect_draws_its_trajectory(tmp
     assert rows["fine/train/kmeans_per_coarse_acc"].notna().sum() == 2  # analysed every epoch
 
     collected = collect(str(tmp_path / "sweep"))
-    assert collected["notes"] == []
+    # nothing left out of the trajectory; one run is one lr x wd cell: a table row, not a heatmap
+    [note] = collected["notes"]
+    assert note.startswith("no heatmaps of resnet10t: one lr x wd cell"), note
     [row] = collected["table"].to_dict("records")
     assert row["fine/train/kmeans_per_coarse_acc"] == results["metrics"]["fine/train/kmeans_per_coarse_acc"]
     assert tmp_path / "sweep" / "trajectory_resnet10t.png" in collected["files"]

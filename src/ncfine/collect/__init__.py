@@ -34,6 +34,7 @@ from ncfine.collect.cli import collect, main
 from ncfine.collect.heatmaps import (
     default_heatmap_metrics,
     heatmap_grid,
+    heatmap_groups,
     heatmap_name,
     plot_heatmap,
     write_heatmaps,
@@ -66,6 +67,7 @@ __all__ = [
     "expected_jobs",
     "find_job_dirs",
     "heatmap_grid",
+    "heatmap_groups",
     "heatmap_name",
     "load_run",
     "load_runs",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncfine.collect.heatmaps import default_heatmap_metrics, write_heatmaps
+from ncfine.collect.heatmaps import default_heatmap_metrics, heatmap_groups, write_heatmaps
 from ncfine.collect.loading import load_runs
 from ncfine.collect.schema import HEATMAP_METRICS, CollectError, tally
 from ncfine.collect.tables import run_variants, summarize, write_summary
@@ -45,6 +45,7 @@ def collect(
         heatmap_metrics, notes = default_heatmap_metrics(table)
     files = write_summary(table, out, title=f"ncfine sweep: {source}")
     files += write_heatmaps(table, out, heatmap_metrics)
+    notes += heatmap_groups(table)[1]
     if wandb_path:
         notes.append("no trajectory figures from W&B: they read each run's metrics.csv (collect the sweep dir)")
     else:

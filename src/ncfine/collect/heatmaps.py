@@ -117,21 +117,40 @@ def default_heatmap_metrics(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     return drawn, notes
 
 
+def heatmap_groups(table: pd.DataFrame) -> tuple[list[tuple[Any, str]], list[str]]:
+    """(the (backbone, variant) pairs to draw, notes): those whose jobs span more than one lr x wd
+    cell; a pair with one cell (an architecture sweep such as experiment=cifar10_cpu) is a row of
+    the tables, not a heatmap, and gets a one-line note instead. No lr or wd known: nothing."""
+    groups, notes = [], []
+    if table["lr"].isna().all() or table["weight_decay"].isna().all():
+        return groups, notes
+    combos = table[["backbone", "variant"]].drop_duplicates().dropna(subset=["backbone"])
+    for backbone, variant in combos.itertuples(index=False):
+        jobs = table[(table["backbone"] == backbone) & (table["variant"] == variant)]
+        cells = jobs[["lr", "weight_decay"]].drop_duplicates()
+        if len(cells) > 1:
+            groups.append((backbone, variant))
+        else:
+            who = f"{backbone}" + (f" ({variant})" if variant else "")
+            lr, wd = cells.iloc[0] if len(cells) else (math.nan, math.nan)
+            notes.append(f"no heatmaps of {who}: one lr x wd cell (lr {lr}, wd {wd}); summary.md has its values")
+    return groups, notes
+
+
 def write_heatmaps(table: pd.DataFrame, out_dir: str | os.PathLike, metrics: Sequence[str] | None = None) -> list[Path]:
-    """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric, backbone and variant;
-    `metrics` None: `default_heatmap_metrics(table)`."""
+    """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric and each backbone and variant
+    that spans more than one lr x wd cell (`heatmap_groups`); `metrics` None:
+    `default_heatmap_metrics(table)`."""
     if metrics is None:
         metrics = default_heatmap_metrics(table)[0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if table["lr"].isna().all() or table["weight_decay"].isna().all():
-        return []
     written = []
-    combos = table[["backbone", "variant"]].drop_duplicates().dropna(subset=["backbone"])
+    groups = heatmap_groups(table)[0]
     for metric in metrics:
         if metric not in table.columns:
             table = table.assign(**{metric: math.nan})
-        for backbone, variant in combos.itertuples(index=False):
+        for backbone, variant in groups:
             grid = heatmap_grid(table, metric, backbone, variant)
             title = f"{metric}: {backbone}" + (f" ({variant})" if variant else "")
             path = out / heatmap_name(metric, backbone, variant)

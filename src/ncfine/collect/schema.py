@@ -34,6 +34,8 @@ HEATMAP_METRICS = (
     "fine/train/kmeans_per_coarse_acc",
     "fine/test/kmeans_per_coarse_acc",
     "nc/train/nc1",
+    # the coarse accuracies: on the training batches (is the cell in the terminal phase?) and on test
+    "train/acc",
     "val/acc",
 )
 # Keys that place a job in the lr x wd grid; other swept keys make a separate `variant`.

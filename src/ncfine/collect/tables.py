@@ -65,9 +65,9 @@ def run_variants(runs: Sequence[dict[str, Any]]) -> list[str]:
 def _variants(overrides: list[list[str]], backbones: Sequence[Any] | None = None) -> list[str]:
     """Per job, the overrides that differ between jobs, apart from the lr x wd grid and the seed,
     and apart from a key that only names the backbone again: a sweep over arms of a config group
-    (`+cifar10_cpu_grid=resnet18,vgg16_bn`, one arm per backbone) keeps one variant per backbone, so
-    its heatmaps are `heatmap_<metric>_<backbone>.png`. A key whose values split a backbone (the
-    fine-label arm beside the coarse one of the same backbone) stays."""
+    (experiment=cifar10_cpu_grid's `+cifar10_cpu=resnet18,vgg16_bn`, one arm per backbone) keeps one
+    variant per backbone, so its heatmaps are `heatmap_<metric>_<backbone>.png`. A key whose values
+    split a backbone (the fine-label arm beside the coarse one of the same backbone) stays."""
     parsed = [dict(item.split("=", 1) if "=" in item else (item, "") for item in items) for items in overrides]
     keys = {k for p in parsed for k in p if k.lstrip("+~") not in GRID_OVERRIDES}
     varying = sorted(k for k in keys if len({p.get(k) for p in parsed}) > 1)

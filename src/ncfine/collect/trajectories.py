@@ -6,7 +6,9 @@ k-means inside each superclass still find the fine classes, and in which family 
 Each analysed epoch of a run (a row of its metrics.csv with `nc/train/nc1` and a per-superclass
 recovery) is one point at (train NC1, recovery), train and test recovery in two colours and
 markers, one line per seed in epoch order, the last analysed epoch a star. The x axis is log scale
-and reversed, so training runs left to right.
+and reversed, so training runs left to right. Where the runs of a backbone differ in learning rate
+or weight decay (an lr x wd grid), each (lr, wd) cell gets its own colour and its legend entry
+names it; the split is then told by marker and line style.
 
 Runs trained on the fine labels (identity hierarchy: no hidden classes, so no recovery) are left
 out, as is a run without metrics.csv or without the columns; each with a one-line note.
@@ -28,6 +30,8 @@ NC1 = "nc/train/nc1"
 RECOVERY = {"train": "fine/train/kmeans_per_coarse_acc", "test": "fine/test/kmeans_per_coarse_acc"}
 SPLIT_STYLE = {"train": {"color": "C0", "marker": "o"}, "test": {"color": "C1", "marker": "s"}}
 SEED_LINES = ("-", "--", ":", "-.")
+# With several (lr, wd) cells in one figure the colour is the cell's and the split has a line style.
+SPLIT_LINES = {"train": "-", "test": ":"}
 
 
 def trajectory_points(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -67,12 +71,17 @@ def load_trajectory(run: dict[str, Any], variant: str = "") -> tuple[dict[str, A
         "job": job,
         "backbone": config.get("backbone"),
         "seed": config.get("seed"),
+        "cell": (config.get("lr"), config.get("weight_decay")),
         "variant": variant,
         "status": run.get("status"),
         "points": points,
     }
     note = f"{job}: no {' / '.join(absent)} column: drawn without it" if absent else None
     return trajectory, note
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _x_scale(ax, values: pd.Series) -> None:
@@ -92,13 +101,20 @@ def plot_trajectories(
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    cells = sorted({t.get("cell") for t in trajectories}, key=str)
+    by_cell = len(cells) > 1
+    columns = 3 if by_cell else 2
+    legend_rows = math.ceil((2 * len(trajectories) + 1) / columns)  # two splits a run, and the star
+    fig = Figure(figsize=(8.0 if by_cell else 6.4, 4.2 + 0.2 * legend_rows), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     several_variants = len({t["variant"] for t in trajectories}) > 1
     for i, trajectory in enumerate(trajectories):
         points = trajectory["points"]
         who = f"seed {trajectory['seed']}"
+        if by_cell:
+            lr, wd = trajectory["cell"]
+            who = f"lr {lr:g}, wd {wd:g}, {who}" if _is_number(lr) and _is_number(wd) else f"lr {lr}, wd {wd}, {who}"
         if several_variants and trajectory["variant"]:
             who = f"{trajectory['variant']}, {who}"
         if trajectory["status"] != OK:
@@ -107,7 +123,11 @@ def plot_trajectories(
             drawn = points[points[split].notna()]
             if drawn.empty:
                 continue
-            line = SEED_LINES[i % len(SEED_LINES)]
+            if by_cell:
+                line = SPLIT_LINES[split]
+                style = {**style, "color": f"C{cells.index(trajectory.get('cell')) % 10}"}
+            else:
+                line = SEED_LINES[i % len(SEED_LINES)]
             ax.plot(drawn["nc1"], drawn[split], line, markersize=4, label=f"{split}, {who}", **style)
             last = drawn.iloc[-1]
             ax.plot(last["nc1"], last[split], "*", markersize=14, markeredgecolor="black", color=style["color"])
@@ -119,7 +139,7 @@ def plot_trajectories(
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=12, color="grey", markeredgecolor="black"))
     labels.append("last analysed epoch")
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize="small")
+    fig.legend(handles, labels, loc="outside lower center", ncol=columns, fontsize="small")
     if title:
         ax.set_title(title, fontsize="medium")
     if path is not None:

@@ -39,6 +39,9 @@ from ncfine.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
 
+# The test subset (max_test_samples) does not follow the run's seed: every run is scored on one set.
+TEST_SUBSET_SEED = 0
+
 _RESIDENT_CHOICES = {"auto": "auto", "true": True, "false": False, True: True, False: False}
 
 
@@ -64,6 +67,9 @@ class HierarchicalDataModule(pl.LightningDataModule):
         device_resident: "auto", True or False (see the module docstring).
         max_train_samples: train on a deterministic random subset (seeded by `seed`) of this size;
             its samples are renumbered 0..M-1 (their `index`).
+        max_test_samples: validate and analyse on a random subset of the test split of this size,
+            the same images in every run and seed (drawn with TEST_SUBSET_SEED, not `seed`), so that
+            runs of a sweep are scored on one test set.
         seed: the shuffling/augmentation seed of the device path and the DataLoader shuffle.
         memory_fraction: the share of free device memory "auto" may fill.
     """
@@ -78,6 +84,7 @@ class HierarchicalDataModule(pl.LightningDataModule):
         augment: bool = True,
         device_resident: bool | str = "auto",
         max_train_samples: int | None = None,
+        max_test_samples: int | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
         pad: int = 4,
@@ -104,6 +111,7 @@ class HierarchicalDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.device_resident must be auto, true or false, got {device_resident!r}")
         self.device_resident = _RESIDENT_CHOICES[key]
         self.max_train_samples = _positive_int(max_train_samples, "max_train_samples", allow_none=True)
+        self.max_test_samples = _positive_int(max_test_samples, "max_test_samples", allow_none=True)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"data.seed must be an integer, got {seed!r}")
         self.seed = seed
@@ -158,6 +166,9 @@ class HierarchicalDataModule(pl.LightningDataModule):
             generator = torch.Generator().manual_seed(self.seed)
             rows = torch.randperm(len(train), generator=generator)[: self.max_train_samples].sort().values
             train = train.subset(rows)
+        if self.max_test_samples is not None and self.max_test_samples < len(test):
+            generator = torch.Generator().manual_seed(TEST_SUBSET_SEED)
+            test = test.subset(torch.randperm(len(test), generator=generator)[: self.max_test_samples].sort().values)
         self._splits = {"train": train, "test": test}
         if train.is_image:
             self._mean, self._std = self._normalization_stats(train)
