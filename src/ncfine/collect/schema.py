@@ -43,6 +43,11 @@ GRID_OVERRIDES = ("model.backbone", "optimizer.lr", "optimizer.weight_decay", "s
 OK = "completed"
 
 
+def is_number(value: Any) -> bool:
+    """An int or float as read from results.json / W&B (not a bool, which is an int to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class CollectError(ValueError):
     """Nothing to collect, or an unusable argument."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from ncfine.collect.schema import OK, file_stem
+from ncfine.collect.schema import OK, file_stem, is_number
 
 NC1 = "nc/train/nc1"
 RECOVERY = {"train": "fine/train/kmeans_per_coarse_acc", "test": "fine/test/kmeans_per_coarse_acc"}
@@ -80,10 +80,6 @@ def load_trajectory(run: dict[str, Any], variant: str = "") -> tuple[dict[str, A
     return trajectory, note
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _x_scale(ax, values: pd.Series) -> None:
     """Log x; symlog (linear below the smallest positive NC1) where a run reaches exactly 0."""
     positive = values[values > 0]
@@ -114,7 +110,7 @@ def plot_trajectories(
         who = f"seed {trajectory['seed']}"
         if by_cell:
             lr, wd = trajectory["cell"]
-            who = f"lr {lr:g}, wd {wd:g}, {who}" if _is_number(lr) and _is_number(wd) else f"lr {lr}, wd {wd}, {who}"
+            who = f"lr {lr:g}, wd {wd:g}, {who}" if is_number(lr) and is_number(wd) else f"lr {lr}, wd {wd}, {who}"
         if several_variants and trajectory["variant"]:
             who = f"{trajectory['variant']}, {who}"
         if trajectory["status"] != OK:

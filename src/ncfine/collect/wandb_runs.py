@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ncfine.collect.schema import CollectError
+from ncfine.collect.schema import CollectError, is_number
 
 WANDB_STATES = {
     "finished": "completed",
@@ -66,7 +66,7 @@ def run_from_wandb(run: Any) -> dict[str, Any]:
     metrics = {
         k: float(v)
         for k, v in summary.items()
-        if "/" in k and not k.startswith(("_", "ncfine/", "trainer/")) and _is_number(v)
+        if "/" in k and not k.startswith(("_", "ncfine/", "trainer/")) and is_number(v)
     }
     return {
         "job": getattr(run, "name", None) or getattr(run, "id", "?"),
@@ -79,7 +79,3 @@ def run_from_wandb(run: Any) -> dict[str, Any]:
         "config": cfg,
         "overrides": [],
     }
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
