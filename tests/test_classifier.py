@@ -73,6 +73,41 @@ def test_fast_dev_run_fits_logs_the_contract_keys_and_reloads(tmp_path):
         torch.testing.assert_close(reloaded(x), model(x))
 
 
+class _EpochMeansFromBatches(pl.Callback):
+    """Recomputes each epoch's mean loss and accuracy from the batches' logits (a hook on the head) and
+    reads what the module logged, at on_train_epoch_end, where the progress line and metrics.csv read it."""
+
+    def __init__(self, model):
+        self.logits, self.sums, self.epochs = None, [], []
+        model.head.register_forward_hook(lambda module, args, out: setattr(self, "logits", out.detach()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        target = batch[1]
+        loss = nn.functional.cross_entropy(self.logits.float(), target, reduction="sum")
+        self.sums.append((float(loss), float((self.logits.argmax(1) == target).sum()), target.shape[0]))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        loss, correct, count = (sum(column) for column in zip(*self.sums))
+        logged = trainer.callback_metrics
+        self.epochs.append(((loss / count, correct / count), (float(logged["train/loss"]), float(logged["train/acc"]))))
+        self.sums = []
+
+
+@pytest.mark.parametrize(
+    "check_every, limits",
+    [(1, dict(max_epochs=2)), (2, dict(max_epochs=2)), (50, dict(max_epochs=2)), (50, dict(max_steps=4))],
+    ids=["log-every-step", "log-every-2", "log-at-epoch-end", "max-steps-mid-epoch"],
+)
+def test_train_loss_and_acc_are_the_means_over_the_epochs_samples(check_every, limits):
+    # 20 samples in batches of 8, 8, 4: an unweighted mean of batch means would differ.
+    model = _model(nan_check_every_n_steps=check_every)
+    recorder = _EpochMeansFromBatches(model)
+    _trainer(callbacks=[recorder], limit_val_batches=0, **limits).fit(model, _loader(n=20))
+    assert len(recorder.epochs) == 2  # max_steps=4 stops after the first step of the second epoch
+    for expected, logged in recorder.epochs:
+        torch.testing.assert_close(logged, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_features_and_head_for_analysis():
     model = _model()
     x = torch.randn(2, 3, 16, 16)
