@@ -17,13 +17,19 @@ auto`: bf16-mixed + channels_last where the CPU has bf16 units) against the plai
 
     python benchmarks/throughput.py --cpu --data-root DIR [--images 3000] [--epochs 3]
 
-It prints img/s per variant and the ratios against the targets (CPU_TARGETS below).
+It prints img/s per variant and the ratios against the targets (CPU_TARGETS below). Each variant
+runs `--rounds` times per family, in alternating order (ncfine, fp32, bf16 then bf16, fp32, ncfine, ...),
+and the median round counts: on a shared 2-core box one run's speed drifts by 10-20% from minute to
+minute, and the first run of a model in the process was up to 10% slower than the next ones
+(benchmarks/README.md), so a single run per variant compares the box's moods, not the loops.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -102,6 +108,23 @@ def plain_loop(
     return times
 
 
+# --cpu: the variants timed per family, and the plain loop's (precision, channels_last) for each.
+CPU_VARIANTS = ("ncfine", "plain fp32", "plain bf16+cl")
+PLAIN_SETTINGS = {"plain fp32": ("32", False), "plain bf16+cl": ("bf16", True)}
+
+
+def plain_rate(dm, backbone: str, width: float, variant: str, args, device: torch.device) -> float:
+    """Images/s of the plain loop on ncfine's training split (held by `dm`), after its warm-up epoch."""
+    train = dm.split("train")
+    mean, std = dm.normalization
+    precision, channels_last = PLAIN_SETTINGS[variant]
+    times = plain_loop(
+        train.images, dm.hierarchy.coarse_of(train.fine), mean, std, backbone, dm.num_coarse, args.epochs,
+        args.batch_size, device, precision, channels_last, dm.pad, dm.flip, width=width,
+    )  # fmt: skip
+    return train.images.shape[0] / mean_after_warmup(times)
+
+
 def cpu_suite(args) -> None:
     """ncfine's default CPU path against plain fp32 and plain bf16 + channels_last, per family."""
     device = torch.device("cpu")
@@ -121,22 +144,29 @@ def cpu_suite(args) -> None:
         ]
         if args.images:
             overrides.append(f"+data.max_train_samples={args.images}")
-        timer, _, dm = ncfine_epochs(overrides, device)
-        train = dm.split("train")
-        images, coarse = train.images, dm.hierarchy.coarse_of(train.fine)
-        mean, std = dm.normalization
-        n = images.shape[0]
-        rates = {"ncfine": n / mean_after_warmup(timer.times)}
-        for name, precision, channels_last in (("plain fp32", "32", False), ("plain bf16+cl", "bf16", True)):
-            times = plain_loop(
-                images, coarse, mean, std, backbone, dm.num_coarse, args.epochs, args.batch_size, device,
-                precision, channels_last, dm.pad, dm.flip, width=width,
-            )  # fmt: skip
-            rates[name] = n / mean_after_warmup(times)
+        rounds = {name: [] for name in CPU_VARIANTS}
+        dm = None
+        for r in range(args.rounds):
+            # The first round starts with ncfine (its data module feeds the plain loops); then the order flips.
+            for name in CPU_VARIANTS[:: 1 if r % 2 == 0 else -1]:
+                if name == "ncfine":
+                    timer, _, dm = ncfine_epochs(overrides, device)
+                    rounds[name].append(dm.split_size("train") / mean_after_warmup(timer.times))
+                else:
+                    rounds[name].append(plain_rate(dm, backbone, width, name, args, device))
+            print(f"{backbone} x {width:g} round {r + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in rounds.items()))
+        rates = {name: statistics.median(values) for name, values in rounds.items()}
+        n = dm.split_size("train")
         if args.compile:
-            # Compiled (Inductor; its cache emptied first, so the first epoch pays the whole compile):
-            # does it pay over a `--pays-over`-epoch run of this many images, compile time included?
-            with tempfile.TemporaryDirectory(prefix="ncfine-inductor-") as cache:
+            # Compiled (Inductor): does it pay over a `--pays-over`-epoch run of this many images, compile time
+            # included? With an empty cache (default) the first epoch pays the whole compile; run twice with
+            # the same --compile-cache to time what a second process (the next seed, a resumed run) pays.
+            with contextlib.ExitStack() as stack:
+                cache = args.compile_cache or stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="ncfine-inductor-")
+                )
+                cached_files = sum(1 for f in Path(cache).rglob("*") if f.is_file())
+                print(f"{backbone} x {width:g} compiling with the Inductor cache {cache} ({cached_files} files)")
                 compiled, _, _ = ncfine_epochs(
                     [*overrides, "model.compile=true", f"paths.compile_cache_dir={cache}"], device
                 )
@@ -153,6 +183,8 @@ def cpu_suite(args) -> None:
                 flush=True,
             )
         best = max(rates["plain fp32"], rates["plain bf16+cl"])
+        # Within a round the three ran minutes apart, so the per-round ratios show how much the box drifted.
+        per_round = [n / max(f, b) for n, f, b in zip(*(rounds[k] for k in CPU_VARIANTS))]
         row = {
             "backbone": f"{backbone} x {width:g}",
             "images": n,
@@ -160,7 +192,9 @@ def cpu_suite(args) -> None:
             "plain_bf16_cl_images_per_s": rates["plain bf16+cl"],
             "ncfine_images_per_s": rates["ncfine"],
             "ncfine_compiled_images_per_s": rates.get("ncfine compiled"),
+            "rounds_images_per_s": rounds,
             "ncfine_vs_best_plain": rates["ncfine"] / best,
+            "ncfine_vs_best_plain_per_round": per_round,
             "ncfine_vs_plain_fp32": rates["ncfine"] / rates["plain fp32"],
             "target_vs_plain_fp32": target,
             "met": rates["ncfine"] / best >= CPU_TARGET_VS_BEST
@@ -170,7 +204,8 @@ def cpu_suite(args) -> None:
         print(
             f"{row['backbone']:18s} fp32 {rates['plain fp32']:7.0f}  bf16+cl {rates['plain bf16+cl']:7.0f}  "
             f"ncfine {rates['ncfine']:7.0f} img/s | ncfine/best plain {row['ncfine_vs_best_plain']:.3f} "
-            f"(>= {CPU_TARGET_VS_BEST})  ncfine/plain fp32 {row['ncfine_vs_plain_fp32']:.2f}"
+            f"(>= {CPU_TARGET_VS_BEST}; rounds {' '.join(f'{r:.2f}' for r in per_round)})  "
+            f"ncfine/plain fp32 {row['ncfine_vs_plain_fp32']:.2f}"
             + (f" (>= {target})" if target else "")
             + ("  met" if row["met"] else "  NOT MET"),
             flush=True,
@@ -186,7 +221,13 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="*", default=None, help="--cpu: only these (others at --width)")
     parser.add_argument("--width", type=float, default=1.0, help="--cpu: width of backbones outside the suite")
     parser.add_argument("--images", type=int, default=3000, help="--cpu: training images per epoch (0: all)")
+    parser.add_argument("--rounds", type=int, default=3, help="--cpu: runs per variant (median counts)")
     parser.add_argument("--compile", action="store_true", help="--cpu: also time ncfine with model.compile=true")
+    parser.add_argument(
+        "--compile-cache",
+        default=None,
+        help="--compile: Inductor cache dir to use and keep (default: a fresh, empty one)",
+    )
     parser.add_argument("--pays-over", type=int, default=20, help="--compile: epochs the compile must pay over")
     parser.set_defaults(batch_size=None)
     args, device = parse_training_args(parser)

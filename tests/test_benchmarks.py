@@ -172,7 +172,7 @@ def test_throughput_cpu_mode_compares_ncfine_with_both_plain_variants(tmp_path):
     json_path = tmp_path / "cpu.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--cpu", "--tiny", "--backbones", "resnet10t"]
-        + ["--width", "0.25", "--images", "256", "--epochs", "2", "--json", str(json_path)],
+        + ["--width", "0.25", "--images", "256", "--epochs", "2", "--rounds", "2", "--json", str(json_path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -186,4 +186,11 @@ def test_throughput_cpu_mode_compares_ncfine_with_both_plain_variants(tmp_path):
     rates = [row[k] for k in ("plain_fp32_images_per_s", "plain_bf16_cl_images_per_s", "ncfine_images_per_s")]
     assert all(r > 0 for r in rates)
     assert row["ncfine_vs_best_plain"] == rates[2] / max(rates[:2])
+    # Each variant ran twice (orders ncfine-first, then ncfine-last); the median of two rounds is their mean.
+    rounds = row["rounds_images_per_s"]
+    assert all(len(rounds[k]) == 2 for k in ("ncfine", "plain fp32", "plain bf16+cl"))
+    assert rates[2] == pytest.approx(sum(rounds["ncfine"]) / 2)
+    first = rounds["ncfine"][0] / max(rounds["plain fp32"][0], rounds["plain bf16+cl"][0])
+    assert row["ncfine_vs_best_plain_per_round"][0] == pytest.approx(first)
+    assert "resnet10t x 0.25 round 2: ncfine" in proc.stdout
     assert f"ncfine/best plain {row['ncfine_vs_best_plain']:.3f}" in proc.stdout
