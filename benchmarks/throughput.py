@@ -20,8 +20,8 @@ auto`: bf16-mixed + channels_last where the CPU has bf16 units) against the plai
 It prints img/s per variant and the ratios against the targets (CPU_TARGETS below). Each variant
 runs `--rounds` times per family, in alternating order (ncfine, fp32, bf16 then bf16, fp32, ncfine, ...),
 and the median round counts: on a shared 2-core box one run's speed drifts by 10-20% from minute to
-minute, and the first run of a model in the process was up to 10% slower than the next ones
-(benchmarks/README.md), so a single run per variant compares the box's moods, not the loops.
+minute, and in some processes the first training run was 10-15% slower than the later ones
+(benchmarks/README.md), so a single run per variant, always in one order, compares the box's moods.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def cpu_suite(args) -> None:
             )
         best = max(rates["plain fp32"], rates["plain bf16+cl"])
         # Within a round the three ran minutes apart, so the per-round ratios show how much the box drifted.
-        per_round = [n / max(f, b) for n, f, b in zip(*(rounds[k] for k in CPU_VARIANTS))]
+        per_round = [ours / max(fp32, bf16) for ours, fp32, bf16 in zip(*(rounds[k] for k in CPU_VARIANTS))]
         row = {
             "backbone": f"{backbone} x {width:g}",
             "images": n,
