@@ -20,8 +20,8 @@ auto`: bf16-mixed + channels_last where the CPU has bf16 units) against the plai
 It prints img/s per variant and the ratios against the targets (CPU_TARGETS below). Each variant
 runs `--rounds` times per family, in alternating order (ncfine, fp32, bf16 then bf16, fp32, ncfine, ...),
 and the median round counts: on a shared 2-core box one run's speed drifts by 10-20% from minute to
-minute, and in some processes the first training run was 10-15% slower than the later ones
-(benchmarks/README.md), so a single run per variant, always in one order, compares the box's moods.
+minute, and in some processes the first training run looked 10-15% slower than the later ones, which
+repeating did not confirm (benchmarks/README.md): one run per variant, in one order, compares the box's moods.
 """
 
 from __future__ import annotations
