@@ -1,9 +1,11 @@
 """One epoch on 1 or 2 CPU processes (gloo, ddp_spawn): the test split's features kept from validation
-against a fresh analysis pass, on every rank.
+against a fresh analysis pass, on every rank; and the logged train/loss and train/acc against the means
+over all ranks' training samples, recomputed from the logits.
 
     python tests/ddp_capture_job.py DEVICES OUT_DIR
 
-Each rank writes OUT_DIR/rank<r>.json: {"equal": bool, "rows": int, "extractions": int}.
+Each rank writes OUT_DIR/rank<r>.json: {"equal": bool, "rows": int, "extractions": int,
+"train_means_match": bool}.
 Used by tests/test_feature_capture.py (a script, not a test module: ddp_spawn needs a __main__ guard).
 """
 
@@ -28,13 +30,34 @@ from ncfine.models import CoarseClassifier
 class Compare(pl.Callback):
     def __init__(self, out: Path):
         self.out = out
+        self.logits = None
+        self.sums = torch.zeros(3, dtype=torch.float64)  # this rank's loss sum, correct, samples
+
+    def on_fit_start(self, trainer, pl_module):
+        pl_module.head.register_forward_hook(lambda module, args, out: setattr(self, "logits", out.detach()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        target = batch[1]
+        loss = torch.nn.functional.cross_entropy(self.logits.double(), target, reduction="sum")
+        self.sums += torch.stack([loss, (self.logits.argmax(1) == target).sum().double(), torch.tensor(len(target))])
 
     def on_train_epoch_end(self, trainer, pl_module):
         store = FeatureStore.of(trainer)
         kept = store._features[("test", None)]
         fresh = extract_features(pl_module, trainer.datamodule.analysis_dataloader("test"), pl_module.device, "test")
         equal = all(torch.equal(getattr(kept, n), getattr(fresh, n)) for n in ("h", "coarse", "fine", "index"))
-        payload = {"equal": equal, "rows": len(kept), "extractions": store.extractions}
+        loss, correct, count = trainer.strategy.reduce(self.sums.clone(), reduce_op="sum").tolist()
+        logged = trainer.callback_metrics
+        train_means_match = (
+            abs(float(logged["train/loss"]) - loss / count) < 1e-5 * max(1.0, loss / count)
+            and abs(float(logged["train/acc"]) - correct / count) < 1e-6
+        )
+        payload = {
+            "equal": equal,
+            "rows": len(kept),
+            "extractions": store.extractions,
+            "train_means_match": train_means_match,
+        }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(payload))
 
 
