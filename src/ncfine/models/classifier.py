@@ -237,10 +237,11 @@ class CoarseClassifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_diverged()
-        if self._train_count:  # on_train_batch_end never saw the last step: a loader without a length
+        if self._train_count:  # on_train_batch_end did not know the epoch's last step in advance
             log.warning(
                 f"train/loss and train/acc of epoch {self.current_epoch} leave out its last {self._train_count} "
-                "training samples: the training loader has no length, so its last step was not known in advance"
+                "training samples: the epoch ended at a step not known in advance (a training loader without a "
+                "length, or a stop requested after the step, e.g. by a callback during validation)"
             )
 
     def _raise_if_diverged(self) -> None:
