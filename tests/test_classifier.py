@@ -1,6 +1,7 @@
 """CoarseClassifier (Lightning), parameter groups and learning-rate schedules."""
 
 import functools
+import logging
 import warnings
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class _EpochMeansFromBatches(pl.Callback):
     reads what the module logged, at on_train_epoch_end, where the progress line and metrics.csv read it."""
 
     def __init__(self, model):
-        self.logits, self.sums, self.epochs = None, [], []
+        self.logits, self.sums, self.epochs, self.batches = None, [], [], []
         model.head.register_forward_hook(lambda module, args, out: setattr(self, "logits", out.detach()))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -90,6 +91,7 @@ class _EpochMeansFromBatches(pl.Callback):
         loss, correct, count = (sum(column) for column in zip(*self.sums))
         logged = trainer.callback_metrics
         self.epochs.append(((loss / count, correct / count), (float(logged["train/loss"]), float(logged["train/acc"]))))
+        self.batches.append(self.sums)
         self.sums = []
 
 
@@ -106,6 +108,25 @@ def test_train_loss_and_acc_are_the_means_over_the_epochs_samples(check_every, l
     assert len(recorder.epochs) == 2  # max_steps=4 stops after the first step of the second epoch
     for expected, logged in recorder.epochs:
         torch.testing.assert_close(logged, expected, rtol=1e-5, atol=1e-6)
+
+
+class _Unsized(torch.utils.data.IterableDataset):
+    """The batches of `_loader(n=20)` (8, 8, 4 samples) from a dataset without a length."""
+
+    def __iter__(self):
+        return iter(_loader(n=20))
+
+
+def test_an_epoch_of_unknown_length_logs_what_it_saw_and_warns_about_the_rest(caplog):
+    model = _model(nan_check_every_n_steps=2)
+    recorder = _EpochMeansFromBatches(model)
+    loader = DataLoader(_Unsized(), batch_size=None)
+    with caplog.at_level(logging.WARNING, logger="ncfine.models.classifier"):
+        _trainer(callbacks=[recorder], limit_val_batches=0, max_epochs=1).fit(model, loader)
+    # Logged at step 2 (16 samples); the epoch's 3rd batch (4 samples) came after the last log.
+    assert "leave out its last 4 training samples" in caplog.text
+    loss, correct, count = (sum(column) for column in zip(*recorder.batches[0][:2]))
+    torch.testing.assert_close(recorder.epochs[0][1], (loss / count, correct / count), rtol=1e-5, atol=1e-6)
 
 
 def test_features_and_head_for_analysis():
