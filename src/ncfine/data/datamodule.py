@@ -42,6 +42,16 @@ log = RankedLogger(__name__)
 # The test subset (max_test_samples) does not follow the run's seed: every run is scored on one set.
 TEST_SUBSET_SEED = 0
 
+
+def _random_subset(split: RawSplit, size: int | None, seed: int) -> RawSplit:
+    """`size` rows of `split` drawn at random with `seed`, kept in their original order (all of it
+    when size is None or not smaller)."""
+    if size is None or size >= len(split):
+        return split
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
+    return split.subset(rows.sort().values)
+
+
 _RESIDENT_CHOICES = {"auto": "auto", "true": True, "false": False, True: True, False: False}
 
 
@@ -162,13 +172,8 @@ class HierarchicalDataModule(pl.LightningDataModule):
                 f"train and test inputs differ in shape: {tuple(train.inputs.shape[1:])} vs {tuple(test.inputs.shape[1:])}"
             )
         self._hierarchy = self._build_hierarchy(train, test)
-        if self.max_train_samples is not None and self.max_train_samples < len(train):
-            generator = torch.Generator().manual_seed(self.seed)
-            rows = torch.randperm(len(train), generator=generator)[: self.max_train_samples].sort().values
-            train = train.subset(rows)
-        if self.max_test_samples is not None and self.max_test_samples < len(test):
-            generator = torch.Generator().manual_seed(TEST_SUBSET_SEED)
-            test = test.subset(torch.randperm(len(test), generator=generator)[: self.max_test_samples].sort().values)
+        train = _random_subset(train, self.max_train_samples, self.seed)
+        test = _random_subset(test, self.max_test_samples, TEST_SUBSET_SEED)
         self._splits = {"train": train, "test": test}
         if train.is_image:
             self._mean, self._std = self._normalization_stats(train)
