@@ -43,9 +43,10 @@ def collect(
     notes: list[str] = []
     if heatmap_metrics is None:
         heatmap_metrics, notes = default_heatmap_metrics(table)
+    groups, group_notes = heatmap_groups(table)
     files = write_summary(table, out, title=f"ncfine sweep: {source}")
-    files += write_heatmaps(table, out, heatmap_metrics)
-    notes += heatmap_groups(table)[1]
+    files += write_heatmaps(table, out, heatmap_metrics, groups)
+    notes += group_notes
     if wandb_path:
         notes.append("no trajectory figures from W&B: they read each run's metrics.csv (collect the sweep dir)")
     else:

@@ -137,16 +137,22 @@ def heatmap_groups(table: pd.DataFrame) -> tuple[list[tuple[Any, str]], list[str
     return groups, notes
 
 
-def write_heatmaps(table: pd.DataFrame, out_dir: str | os.PathLike, metrics: Sequence[str] | None = None) -> list[Path]:
-    """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric and each backbone and variant
-    that spans more than one lr x wd cell (`heatmap_groups`); `metrics` None:
-    `default_heatmap_metrics(table)`."""
+def write_heatmaps(
+    table: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    metrics: Sequence[str] | None = None,
+    groups: Sequence[tuple[Any, str]] | None = None,
+) -> list[Path]:
+    """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric and each (backbone, variant) of
+    `groups`; `metrics` None: `default_heatmap_metrics(table)`; `groups` None: `heatmap_groups(table)`
+    (those that span more than one lr x wd cell)."""
     if metrics is None:
         metrics = default_heatmap_metrics(table)[0]
+    if groups is None:
+        groups = heatmap_groups(table)[0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    groups = heatmap_groups(table)[0]
     for metric in metrics:
         if metric not in table.columns:
             table = table.assign(**{metric: math.nan})
