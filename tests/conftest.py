@@ -52,6 +52,8 @@ FAST = [
     "callbacks.neural_collapse.max_samples=200",
     "callbacks.fine_recovery.max_samples=200",
     "callbacks.fine_recovery.kmeans_n_init=2",
+    "callbacks.baselines.max_samples=200",
+    "callbacks.baselines.kmeans_n_init=2",
     "callbacks.progress_bar.refresh_rate=0",
     "callbacks.plots.max_samples=200",
 ]

@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from ncfine.callbacks import FineRecoveryCallback, NeuralCollapseCallback
+from ncfine.callbacks.baselines import BaselinesCallback
 from ncfine.callbacks.layerwise import LayerwiseCallback
 from ncfine.callbacks.run_files import RunFilesCallback
 from ncfine.data import HierarchicalDataModule
@@ -69,6 +70,8 @@ def main(devices: int, checkpoint: str, run_dir: str) -> None:
         kmeans_backend="torch",
         kmeans_n_init=3,
     )
+    # Before the first step, on the initial weights (seeded above, so the same in both runs).
+    baselines = BaselinesCallback(max_samples=TEST_SUBSET, kmeans_backend="torch", kmeans_n_init=3)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,
@@ -79,7 +82,7 @@ def main(devices: int, checkpoint: str, run_dir: str) -> None:
         num_sanity_val_steps=0,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[RestoreWeights(state), nc, fine, layers, RunFilesCallback(run_dir)],
+        callbacks=[RestoreWeights(state), nc, fine, layers, baselines, RunFilesCallback(run_dir)],
         logger=CSVLogger(run_dir, name="csv", version=""),
         default_root_dir=run_dir,
     )

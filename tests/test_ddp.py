@@ -39,8 +39,9 @@ def test_two_process_analysis_equals_one_process(tmp_path):
     double = run_job(2, checkpoint, tmp_path / "ddp")
     assert len(single) == len(double) == 1  # one row per epoch: rank 1 wrote nothing
 
-    analysed = [k for k in single[0] if k.startswith(("nc/", "fine/", "layer/"))]
+    analysed = [k for k in single[0] if k.startswith(("nc/", "fine/", "layer/", "baseline/"))]
     assert len(analysed) > 30 and "nc/train/nc1" in analysed and "fine/test/kmeans_per_coarse_acc" in analysed
+    assert "baseline/input/test/kmeans_per_coarse_acc" in analysed and "baseline/init/probe_acc" in analysed
     assert "layer/layer2/test/kmeans_per_coarse_acc" in analysed and "layer/penultimate/probe_acc" in analysed
     # Both runs saw every sample once: the duplicates DistributedSampler padded in were dropped.
     assert float(double[0]["nc/train/num_classes_present"]) == 5

@@ -21,6 +21,8 @@ ROWS = (
     ("fine/probe_acc        linear probe, train -> test", None, "fine/probe_acc"),
     ("fine/knn_acc          k-NN, test vs train", None, "fine/knn_acc"),
 )
+# Under each recovery row, the same measurement of the run's baselines (ncfine.analysis.baselines).
+BASELINE_ROWS = (("  baseline: inputs", "input"), ("  baseline: untrained network", "init"))
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -33,11 +35,16 @@ def format_summary(results: dict[str, Any]) -> str:
     ]
     if results.get("error"):
         lines.append(f"error: {results['error']}")
-    rows = [
-        (label, metrics.get(train), metrics.get(test))
-        for label, train, test in ROWS
-        if metrics.get(train) is not None or metrics.get(test) is not None
-    ]
+    rows = []
+    for label, train, test in ROWS:
+        if metrics.get(train) is None and metrics.get(test) is None:
+            continue
+        rows.append((label, metrics.get(train), metrics.get(test)))
+        if str(test).startswith("fine/"):
+            for baseline_label, name in BASELINE_ROWS:
+                values = [metrics.get(_baseline(name, key)) for key in (train, test)]
+                if any(v is not None for v in values):
+                    rows.append((baseline_label, *values))
     if rows:
         width = max(len(label) for label, _, _ in rows)
         lines.append(f"{'metric':<{width}}  {'train':>8}  {'test':>8}")
@@ -47,6 +54,11 @@ def format_summary(results: dict[str, Any]) -> str:
         f"run dir: {results.get('run_dir')}  (all {len(metrics)} metrics: results.json, per epoch: metrics.csv)"
     )
     return "\n".join(lines)
+
+
+def _baseline(name: str, key: str | None) -> str | None:
+    """`fine/test/kmeans_per_coarse_acc` -> `baseline/<name>/test/kmeans_per_coarse_acc` (None stays None)."""
+    return None if key is None else f"baseline/{name}/{key.partition('/')[2]}"
 
 
 def _cell(value: float | None) -> str:

@@ -44,6 +44,8 @@ def config_summary(cfg: DictConfig) -> dict[str, Any]:
         if OmegaConf.is_config(select("data.hierarchy"))
         else select("data.hierarchy"),
         "batch_size": select("data.batch_size"),
+        # The training images used (data.max_train_samples; null: the whole split): the data-size axis.
+        "max_train_samples": select("data.max_train_samples"),
         "max_epochs": select("trainer.max_epochs"),
         "seed": select("seed"),
         "task_name": select("task_name"),

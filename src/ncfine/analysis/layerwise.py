@@ -18,17 +18,12 @@ from collections.abc import Mapping
 
 import torch
 
-from ncfine.analysis.training_keys import SplitFeatures, feature_metrics
-
-GROUPS = ("nc", "fine")
+from ncfine.analysis.training_keys import SplitFeatures, feature_metrics, regroup_key
 
 
 def layer_key(layer: str, key: str) -> str:
     """A training key renamed for `layer` (see the module docstring)."""
-    group, _, rest = key.partition("/")
-    if group not in GROUPS or not rest:
-        raise ValueError(f"{key!r} is not an nc/ or fine/ metric key")
-    return f"layer/{layer}/{rest}"
+    return regroup_key(f"layer/{layer}", key)
 
 
 def layerwise_metrics(

@@ -11,6 +11,9 @@ so a metric means the same thing wherever it is logged:
                                                                             Yang, Steinhardt & Hu 2023
     fine/probe_acc          linear probe of the fine labels, fit on train, scored on test
     fine/knn_acc            cosine k-NN of test against train
+
+`regroup_key` renames them for another owner: a layer (`layer/<name>/...`, ncfine.analysis.layerwise)
+or a baseline (`baseline/<input|init>/...`, ncfine.analysis.baselines).
 """
 
 from __future__ import annotations
@@ -108,6 +111,23 @@ def probe_keys(
     if knn:
         metrics["fine/knn_acc"] = float(knn_probe(train_h, train_fine, test_h, test_fine, k=knn_k)["acc"])
     return metrics
+
+
+# The groups of the keys above, which `regroup_key` renames.
+KEY_GROUPS = ("nc", "fine")
+
+
+def regroup_key(prefix: str, key: str) -> str:
+    """A training key under another prefix: its group (`nc`, `fine`) replaced by `prefix`.
+
+    `regroup_key("layer/layer3", "nc/train/nc1") == "layer/layer3/train/nc1"`,
+    `regroup_key("baseline/input", "fine/test/kmeans_per_coarse_acc") == "baseline/input/test/kmeans_per_coarse_acc"`,
+    `regroup_key("baseline/init", "fine/probe_acc") == "baseline/init/probe_acc"`.
+    """
+    group, _, rest = key.partition("/")
+    if group not in KEY_GROUPS or not rest:
+        raise ValueError(f"{key!r} is not an nc/ or fine/ metric key")
+    return f"{prefix}/{rest}"
 
 
 # (h, coarse, fine) of one split

@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from ncfine.callbacks.baselines import BaselinesCallback
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.callbacks.preemption import PreemptionSignals
 from ncfine.run_dir import rows_to_csv
@@ -105,6 +106,9 @@ class RunFilesCallback(Checkpoint):
         for callback in trainer.callbacks:
             if isinstance(callback, EpochAnalysisCallback) and callback.last_epoch == epoch:
                 row.update(callback.last_metrics)
+            elif isinstance(callback, BaselinesCallback):
+                # Constants of the run, on every row: any row and results.json say what it is measured against.
+                row.update(callback.metrics)
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
         if trainer.is_global_zero:
             self._write_table()
