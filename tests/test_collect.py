@@ -15,6 +15,7 @@ from ncfine.collect import (
     HEATMAP_METRICS,
     CollectError,
     aggregate_seeds,
+    baseline_note,
     default_heatmap_metrics,
     heatmap_grid,
     load_runs,
@@ -24,6 +25,7 @@ from ncfine.collect import (
     run_variants,
     summarize,
     write_heatmaps,
+    write_summary,
 )
 from ncfine.plot import pca_2d, plot_pca, render_run
 
@@ -32,8 +34,9 @@ LRS = (0.1, 0.01)
 WDS = (5e-4, 5e-5)
 
 
-def fake_job(root: Path, backbone, lr, wd, seed, status="completed", metrics=None, results=True, extra=()):
-    """A job dir as Hydra + ncfine leave it: .hydra/{overrides,config,hydra}.yaml and results.json."""
+def fake_job(root: Path, backbone, lr, wd, seed, status="completed", metrics=None, results=True, extra=(), config=None):
+    """A job dir as Hydra + ncfine leave it: .hydra/{overrides,config,hydra}.yaml and results.json
+    (whose config summary gets `config`'s keys too)."""
     overrides = [
         f"model.backbone={backbone}",
         f"optimizer.lr={lr}",
@@ -56,7 +59,14 @@ def fake_job(root: Path, backbone, lr, wd, seed, status="completed", metrics=Non
             "epochs_completed": 2,
             "wall_time_s": 1.5,
             "metrics": metrics or {},
-            "config": {"backbone": backbone, "lr": lr, "weight_decay": wd, "seed": seed, "data": "digits"},
+            "config": {
+                "backbone": backbone,
+                "lr": lr,
+                "weight_decay": wd,
+                "seed": seed,
+                "data": "digits",
+                **(config or {}),
+            },
         }
         (job / "results.json").write_text(json.dumps(payload))
     return job
@@ -136,7 +146,14 @@ def test_jobs_not_started_yet_are_missing_rows_not_dropped(tmp_path):
     assert len(runs) == 4
     [queued] = [r for r in runs if r["status"] == "missing"]
     assert queued["job"] == "model.backbone=vgg16_bn,optimizer.lr=0.01,optimizer.weight_decay=0.0005,seed=0"
-    assert queued["config"] == {"backbone": "vgg16_bn", "lr": 0.01, "weight_decay": 0.0005, "seed": 0, "data": "digits"}
+    assert queued["config"] == {
+        "backbone": "vgg16_bn",
+        "lr": 0.01,
+        "weight_decay": 0.0005,
+        "seed": 0,
+        "data": "digits",
+        "max_train_samples": None,  # multirun.yaml sets no size: the whole split
+    }
     table = summarize(runs)
     assert list(table["variant"]) == [""] * 4
     assert heatmap_grid(table, "nc/train/nc1", "vgg16_bn")["labels"][1] == ["missing"]
@@ -313,7 +330,12 @@ def test_wandb_run_rows_map_config_summary_and_state():
         name="model.backbone=resnet18,optimizer.lr=0.1",
         url="https://wandb.ai/e/p/runs/abc",
         state="finished",
-        config={"model": {"backbone": "resnet18"}, "optimizer": {"lr": 0.1, "weight_decay": 5e-4}, "seed": 3},
+        config={
+            "model": {"backbone": "resnet18"},
+            "optimizer": {"lr": 0.1, "weight_decay": 5e-4},
+            "data": {"max_train_samples": 500, "hierarchy": "mod:5"},
+            "seed": 3,
+        },
         summary={
             "nc/train/nc1": 0.25,
             "val/acc": 0.9,
@@ -326,7 +348,15 @@ def test_wandb_run_rows_map_config_summary_and_state():
     )
     row = run_from_wandb(finished)
     assert row["status"] == "completed" and row["epochs_completed"] == 2
-    assert row["config"] == {"backbone": "resnet18", "lr": 0.1, "weight_decay": 5e-4, "seed": 3, "data": None}
+    assert row["config"] == {
+        "backbone": "resnet18",
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "seed": 3,
+        "data": None,
+        "hierarchy": "mod:5",
+        "max_train_samples": 500,
+    }
     assert row["metrics"] == {"nc/train/nc1": 0.25, "val/acc": 0.9}
     crashed = SimpleNamespace(
         name="x", url="u", state="crashed", config={"ncfine": {"backbone": "vgg16_bn", "lr": 0.01}}, summary={}
@@ -388,3 +418,128 @@ def test_plot_pca_and_render_run(tmp_path):
 def test_plot_cli(tmp_path):
     proc = run_cli([str(tmp_path / "nope")], module="ncfine.plot")
     assert proc.returncode == 2 and "metrics.csv" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+BASELINE_COLUMNS = (
+    "baseline/input/train/kmeans_per_coarse_acc",
+    "baseline/init/train/kmeans_per_coarse_acc",
+    "baseline/input/test/kmeans_per_coarse_acc",
+    "baseline/init/test/kmeans_per_coarse_acc",
+    "baseline/input/probe_acc",
+    "baseline/init/probe_acc",
+)
+
+
+def baselines_for(seed):
+    """What a run measures before its first step (ncfine.analysis.baselines), under its results.json keys."""
+    return {
+        "baseline/input/train/kmeans_per_coarse_acc": 0.62,
+        "baseline/init/train/kmeans_per_coarse_acc": 0.64 + 0.04 * seed,
+        "baseline/input/test/kmeans_per_coarse_acc": 0.61,
+        "baseline/init/test/kmeans_per_coarse_acc": 0.66 + 0.01 * seed,
+        "baseline/input/probe_acc": 0.3,
+        "baseline/init/probe_acc": 0.35 + 0.01 * seed,
+    }
+
+
+def test_the_tables_show_the_baselines_beside_the_recovery_and_nothing_for_old_runs(tmp_path):
+    root = tmp_path / "sweep"
+    fake_job(root, "resnet18", 0.1, 5e-4, 0, metrics={**metrics_for("resnet18", 0.1, 5e-4, 0), **baselines_for(0)})
+    fake_job(root, "resnet18", 0.1, 5e-4, 1, metrics=metrics_for("resnet18", 0.1, 5e-4, 1))  # before the baselines
+    table = summarize(load_runs(root))
+    columns = list(table.columns)
+    for recovery, baselines in (
+        ("fine/train/kmeans_per_coarse_acc", BASELINE_COLUMNS[0:2]),
+        ("fine/test/kmeans_per_coarse_acc", BASELINE_COLUMNS[2:4]),
+        ("fine/probe_acc", BASELINE_COLUMNS[4:6]),
+    ):
+        at = columns.index(recovery)
+        assert tuple(columns[at + 1 : at + 3]) == baselines  # right after the recovery they belong to
+    new, old = table.iloc[0], table.iloc[1]
+    assert {key: new[key] for key in BASELINE_COLUMNS} == pytest.approx(baselines_for(0))
+    assert all(math.isnan(old[key]) for key in BASELINE_COLUMNS)
+
+    write_summary(table, tmp_path / "out")
+    with open(tmp_path / "out" / "summary.csv") as handle:
+        rows = {row["seed"]: row for row in csv.DictReader(handle)}
+    assert float(rows["0"]["baseline/init/train/kmeans_per_coarse_acc"]) == pytest.approx(0.64)
+    assert all(rows["1"][key] == "" for key in BASELINE_COLUMNS)
+    header = (tmp_path / "out" / "summary.md").read_text().splitlines()[6]
+    assert all(key in header for key in BASELINE_COLUMNS)
+    # Only old runs: summary.md drops the empty columns, summary.csv keeps them (a stable schema).
+    write_summary(table.iloc[1:], tmp_path / "old")
+    assert "baseline/" not in (tmp_path / "old" / "summary.md").read_text()
+    assert all(key in (tmp_path / "old" / "summary.csv").read_text().splitlines()[0] for key in BASELINE_COLUMNS)
+
+
+def test_runs_of_different_training_set_sizes_are_never_averaged(tmp_path):
+    # Two sweeps collected together: the size is in each results.json's config, no override names it.
+    root = tmp_path / "sweep"
+    value = {500: 0.6, 3000: 0.7}
+    for size in (500, 3000):
+        for seed in (0, 1):
+            metrics = {"fine/test/kmeans_per_coarse_acc": value[size] + 0.01 * seed}
+            fake_job(
+                root / f"n{size}", "resnet18", 0.1, 5e-4, seed, metrics=metrics, config={"max_train_samples": size}
+            )
+    # A run from before results.json recorded the size: its sweep's override still says it.
+    old = fake_job(
+        root / "old",
+        "resnet18",
+        0.1,
+        5e-4,
+        2,
+        metrics={"fine/test/kmeans_per_coarse_acc": 0.75},
+        extra=["data.max_train_samples=3000"],
+    )
+    runs = load_runs(root)
+    assert next(r for r in runs if r["run_dir"] == str(old))["config"]["max_train_samples"] == 3000
+    table = summarize(runs)
+    assert sorted(table["max_train_samples"]) == [500, 500, 3000, 3000, 3000]
+    assert sorted(set(table["variant"])) == ["data.max_train_samples=3000", "data.max_train_samples=500"]
+    by_config = aggregate_seeds(table).set_index("max_train_samples")
+    assert sorted(by_config.index) == [500, 3000]
+    assert by_config.loc[500, "n_seeds"] == 2 and by_config.loc[3000, "n_seeds"] == 3
+    assert by_config.loc[500, "fine/test/kmeans_per_coarse_acc mean"] == pytest.approx(0.605)
+    assert by_config.loc[3000, "fine/test/kmeans_per_coarse_acc mean"] == pytest.approx((0.7 + 0.71 + 0.75) / 3)
+    # One size everywhere adds nothing to the variant.
+    assert list(summarize([r for r in runs if r["config"].get("max_train_samples") == 500])["variant"]) == ["", ""]
+
+
+def test_a_recovery_heatmap_names_its_baselines_in_the_title(sweep, tmp_path, monkeypatch):
+    import ncfine.collect.heatmaps as heatmaps
+
+    table = summarize(load_runs(sweep))
+    resnet = table["backbone"] == "resnet18"
+    table.loc[resnet, "baseline/input/test/kmeans_per_coarse_acc"] = 0.62
+    table.loc[resnet, "baseline/init/test/kmeans_per_coarse_acc"] = 0.64 + 0.04 * table.loc[resnet, "seed"]
+    metric = "fine/test/kmeans_per_coarse_acc"
+    note = "inputs 0.62, untrained network 0.64-0.68 (range over the cells' runs)"
+    assert baseline_note(table, metric, "resnet18") == note
+    assert baseline_note(table, metric, "vgg16_bn") is None  # its runs measured no baselines
+    assert baseline_note(table, "nc/train/nc1", "resnet18") is None  # not a recovery
+    one_seed = table[table["seed"] == 0]
+    assert baseline_note(one_seed, metric, "resnet18") == "inputs 0.62, untrained network 0.64"
+
+    titles = []
+    monkeypatch.setattr(heatmaps, "plot_heatmap", lambda grid, metric, title, path: titles.append(title))
+    write_heatmaps(table, tmp_path, [metric, "val/acc"])
+    assert f"{metric}: resnet18 baselines: {note}" in [t.replace("\n", " ") for t in titles]
+    assert f"{metric}: vgg16_bn" in titles and "val/acc: resnet18" in titles
+
+
+def test_collect_names_baseline_keys_as_the_analysis_does():
+    # ncfine.collect restates the rule to import no torch; the two must agree.
+    from ncfine.analysis.baselines import BASELINES
+    from ncfine.analysis.baselines import baseline_key as analysis_key
+    from ncfine.collect.schema import INIT_BASELINE, INPUT_BASELINE, baseline_key
+
+    assert (INPUT_BASELINE, INIT_BASELINE) == BASELINES
+    for key in ("fine/test/kmeans_per_coarse_acc", "fine/probe_acc", "nc/train/nc1"):
+        for name in BASELINES:
+            assert baseline_key(key, name) == analysis_key(name, key)
+    assert set(BASELINE_COLUMNS) == {
+        baseline_key(k, n)
+        for k in ("fine/train/kmeans_per_coarse_acc", "fine/test/kmeans_per_coarse_acc", "fine/probe_acc")
+        for n in BASELINES
+    }

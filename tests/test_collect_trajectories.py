@@ -3,12 +3,23 @@ and test features against train NC1 at every analysed epoch, one line per seed, 
 metrics.csv and results.json files an experiment=cifar10_cpu sweep leaves behind."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
 
+import ncfine.collect.trajectories as trajectories_module
 from conftest import run_cli
-from ncfine.collect import collect, load_runs, load_trajectory, plot_trajectories, summarize, trajectory_points
+from ncfine.collect import (
+    collect,
+    init_point,
+    load_runs,
+    load_trajectory,
+    plot_trajectories,
+    summarize,
+    trajectory_points,
+)
+from ncfine.collect.trajectories import INIT_LABEL
 from ncfine.run_dir import rows_to_csv
 
 EPOCHS = 10
@@ -42,17 +53,31 @@ def epoch_rows(backbone, seed, splits=("train", "test"), fine_labels=False):
     return rows
 
 
-def arm_job(root, arm, backbone, seed, rows=None, hierarchy="mod:5", status="completed"):
+def baselines_at(seed):
+    """The keys a run measures before its first step (ncfine.analysis.baselines), in results.json."""
+    return {
+        "baseline/init/train/nc1": 20.0 + seed,
+        "baseline/init/train/kmeans_per_coarse_acc": 0.64 + 0.01 * seed,
+        "baseline/init/test/kmeans_per_coarse_acc": 0.66,
+        "baseline/input/train/kmeans_per_coarse_acc": 0.62 + 0.01 * seed,
+        "baseline/input/test/kmeans_per_coarse_acc": 0.60,
+    }
+
+
+def arm_job(root, arm, backbone, seed, rows=None, hierarchy="mod:5", status="completed", baselines=None, size=None):
     """A job dir of a sweep over `+cifar10_cpu=<arm>` x seed: Hydra's record, results.json (final
-    metrics = the last row), metrics.csv (when `rows`)."""
+    metrics = the last row, plus `baselines`; `max_train_samples` when `size`), metrics.csv (when
+    `rows`)."""
     overrides = [f"+cifar10_cpu={arm}", f"seed={seed}"]
     job = root / ",".join(overrides)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     if rows is not None:
         (job / "metrics.csv").write_text(rows_to_csv(rows))
-    final = {k: v for k, v in (rows or [{}])[-1].items() if k != "epoch"}
+    final = {k: v for k, v in (rows or [{}])[-1].items() if k != "epoch"} | (baselines or {})
     config = {"backbone": backbone, "lr": 0.05, "weight_decay": 5e-4, "seed": seed, "data": "cifar10"}
+    if size is not None:
+        config["max_train_samples"] = size
     payload = {
         "status": status,
         "error": None,
@@ -116,6 +141,12 @@ def test_one_figure_per_backbone_with_train_and_test_lines_per_seed(sweep, tmp_p
     # The last analysed epoch of each line is a star at its end.
     stars = [(s.get_xdata()[0], s.get_ydata()[0]) for s in ax.get_lines() if s.get_marker() == "*"]
     assert (line.get_xdata()[-1], line.get_ydata()[-1]) in stars and len(stars) == 4
+    # Runs made before the baselines were measured: no untrained-network point, no inputs' level,
+    # and one training-set size, so no data-size figure (and no note about it).
+    assert not [s for s in ax.get_lines() if s.get_marker() == "X"]
+    assert INIT_LABEL not in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not [p for p in result["files"] if p.name.startswith("datasize_")]
+    assert not [n for n in result["notes"] if "datasize" in n]
 
 
 def test_runs_without_the_columns_are_left_out_with_one_line(sweep, tmp_path):
@@ -177,3 +208,66 @@ def test_an_architecture_sweep_gets_no_one_cell_heatmaps_but_a_note_each(sweep, 
     assert len(notes) == 4, notes
     assert all("one lr x wd cell (lr 0.05, wd 0.0005)" in n for n in notes)
     assert summarize(load_runs(sweep)).shape[0] == 7  # the tables keep every job
+
+
+def test_the_untrained_network_point_needs_its_nc1_and_a_recovery():
+    assert init_point({}) is None  # a run made before the baselines were measured
+    assert init_point({"baseline/init/train/nc1": 3.0}) is None
+    assert init_point({"baseline/init/test/kmeans_per_coarse_acc": 0.6}) is None
+    assert init_point({"baseline/init/train/nc1": math.nan, "baseline/init/test/kmeans_per_coarse_acc": 0.6}) is None
+    point = init_point({"baseline/init/train/nc1": 3.0, "baseline/init/test/kmeans_per_coarse_acc": 0.6})
+    assert point["nc1"] == 3.0 and point["test"] == 0.6 and math.isnan(point["train"])
+
+
+def test_each_line_starts_at_the_untrained_network_beside_the_inputs_level(tmp_path):
+    root = tmp_path / "sweep"
+    for seed in (0, 1):
+        arm_job(root, "resnet18", "resnet18", seed, epoch_rows("resnet18", seed), baselines=baselines_at(seed))
+    fig = plot_trajectories([load_trajectory(run)[0] for run in load_runs(root)])
+    [ax] = fig.axes
+    inits = sorted((x.get_xdata()[0], round(x.get_ydata()[0], 9)) for x in ax.get_lines() if x.get_marker() == "X")
+    assert inits == [(20.0, 0.64), (20.0, 0.66), (21.0, 0.65), (21.0, 0.66)]  # train and test, per seed
+    # ... each joined to its line's first analysed epoch, in the line's colour
+    first = ANALYSED[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    joins = [x for x in ax.get_lines() if x.get_label().startswith("_") and len(x.get_xdata()) == 2]
+    join = next(x for x in joins if x.get_xdata()[0] == 21.0 and x.get_ydata()[0] == pytest.approx(0.65))
+    assert list(join.get_xdata()) == pytest.approx([21.0, nc1_at("resnet18", 1, first)])
+    assert list(join.get_ydata()) == pytest.approx([0.65, recovery_at("train", "resnet18", 1, first)])
+    assert join.get_color() == lines["train, seed 1"].get_color()
+    assert max(ax.get_xlim()) >= 21.0  # the untrained network is inside the axes
+    # The inputs' recovery: a dashed level per split in its colour, the mean over the runs.
+    train_level, test_level = lines["inputs (pixels), train"], lines["inputs (pixels), test"]
+    assert list(train_level.get_ydata()) == pytest.approx([0.625, 0.625])
+    assert list(test_level.get_ydata()) == pytest.approx([0.60, 0.60])
+    assert train_level.get_linestyle() == "--" and train_level.get_color() == lines["train, seed 0"].get_color()
+    assert INIT_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_a_backbone_trained_on_several_sizes_gets_a_figure_per_size(tmp_path, monkeypatch):
+    root = tmp_path / "sweep"
+    for size in (500, 3000):
+        for seed in (0, 1):
+            rows = epoch_rows("resnet18", seed)
+            arm_job(root / f"n{size}", "resnet18", "resnet18", seed, rows, baselines=baselines_at(seed), size=size)
+    arm_job(root / "n3000", "vgg16_bn", "vgg16_bn", 0, epoch_rows("vgg16_bn", 0), size=3000)
+    titles = {}
+    draw = trajectories_module.plot_trajectories
+
+    def recording(trajectories, title=None, path=None):
+        titles[path.name] = (title, sorted(t["size"] for t in trajectories))
+        return draw(trajectories, title, path)
+
+    monkeypatch.setattr(trajectories_module, "plot_trajectories", recording)
+    result = collect(str(root), str(tmp_path / "out"))
+    assert sorted(titles) == [
+        "trajectory_resnet18_3000img.png",
+        "trajectory_resnet18_500img.png",
+        "trajectory_vgg16_bn.png",
+    ]
+    assert titles["trajectory_resnet18_500img.png"][1] == [500, 500]  # the runs of that size only
+    assert titles["trajectory_resnet18_500img.png"][0].endswith("\n500 training images")
+    assert "training images" not in titles["trajectory_vgg16_bn.png"][0]  # one size: named as before
+    datasize = sorted(p.name for p in result["files"] if p.name.startswith("datasize_"))
+    assert datasize == ["datasize_fine_test_kmeans_per_coarse_acc.png", "datasize_fine_train_kmeans_per_coarse_acc.png"]
+    assert all((tmp_path / "out" / name).stat().st_size > 10000 for name in datasize)

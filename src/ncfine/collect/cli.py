@@ -1,5 +1,5 @@
-"""`ncfine-collect`: load -> table -> summary files + heatmaps + trajectories; `--reproduction
-TARBALL`: the GPU reproduction's tables (ncfine.collect.reproduction)."""
+"""`ncfine-collect`: load -> table -> summary files + heatmaps + trajectories + data-size figures;
+`--reproduction TARBALL`: the GPU reproduction's tables (ncfine.collect.reproduction)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ncfine.collect.datasize import write_datasize
 from ncfine.collect.heatmaps import default_heatmap_metrics, heatmap_groups, write_heatmaps
 from ncfine.collect.loading import load_runs
 from ncfine.collect.schema import HEATMAP_METRICS, CollectError, tally
@@ -26,7 +27,10 @@ def collect(
 ) -> dict[str, Any]:
     """load -> summarize -> write; returns {table, files, notes}. `heatmap_metrics` None: the
     defaults that the completed jobs logged (`default_heatmap_metrics`). Trajectory figures come
-    from each run's metrics.csv, so from a sweep dir only, not from W&B."""
+    from each run's metrics.csv, so from a sweep dir only, not from W&B. Where the completed runs
+    (not on the fine labels) trained on at least two numbers of images, `datasize_<metric>.png`
+    shows the final per-superclass recovery (train and test) against that number, with the inputs'
+    and the untrained network's (`ncfine.collect.datasize`)."""
     if wandb_path:
         runs = load_wandb_runs(wandb_path, group)
         source = f"W&B {wandb_path}" + (f" group {group}" if group else "")
@@ -47,6 +51,9 @@ def collect(
     files = write_summary(table, out, title=f"ncfine sweep: {source}")
     files += write_heatmaps(table, out, heatmap_metrics, groups)
     notes += group_notes
+    datasize, datasize_notes = write_datasize(table, out)
+    files += datasize
+    notes += datasize_notes
     if wandb_path:
         notes.append("no trajectory figures from W&B: they read each run's metrics.csv (collect the sweep dir)")
     else:

@@ -1,10 +1,14 @@
 """The sweep table -> lr x wd heatmaps per backbone (seeds as mean +- std, grey cells say why
-they are empty; NC metrics on a log colour scale)."""
+they are empty; NC metrics on a log colour scale). A recovery heatmap names, under its title, the
+same measurement of the inputs and of the untrained network (ncfine.analysis.baselines) where the
+table has them: a cell keeps the fine classes only above both."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ncfine.collect.schema import HEATMAP_METRICS, OK, file_stem, tally
+from ncfine.collect.schema import HEATMAP_METRICS, INIT_BASELINE, INPUT_BASELINE, OK, baseline_key, file_stem, tally
+
+# The recovery metrics that have baselines: k-means accuracy per superclass or globally, the probe.
+RECOVERY_METRIC = re.compile(r"fine/[^/]+/kmeans_[^/]+_acc|fine/probe_acc")
+BASELINE_NAMES = {INPUT_BASELINE: "inputs", INIT_BASELINE: "untrained network"}
 
 
 def heatmap_grid(table: pd.DataFrame, metric: str, backbone: Any, variant: str = "") -> dict[str, Any]:
@@ -97,6 +105,28 @@ def plot_heatmap(grid: dict[str, Any], metric: str, title: str, path: str | os.P
     return fig
 
 
+def baseline_note(table: pd.DataFrame, metric: str, backbone: Any, variant: str = "") -> str | None:
+    """`inputs 0.62, untrained network 0.64-0.68 (range over the cells' runs)`: the baselines of a
+    recovery `metric` over the runs of one heatmap (any status: they are measured before the first
+    step), for its title; None for another metric or where the table has no baseline values (runs
+    made before the baselines were measured, or a metric without baseline columns)."""
+    if not RECOVERY_METRIC.fullmatch(metric):
+        return None
+    mine = table[(table["backbone"] == backbone) & (table["variant"] == variant)]
+    parts, ranged = [], False
+    for baseline, name in BASELINE_NAMES.items():
+        key = baseline_key(metric, baseline)
+        values = mine[key].dropna() if key in mine.columns else pd.Series(dtype=float)
+        if values.empty:
+            continue
+        low, high = f"{values.min():.2f}", f"{values.max():.2f}"
+        ranged |= low != high
+        parts.append(f"{name} {low}" if low == high else f"{name} {low}-{high}")
+    if not parts:
+        return None
+    return ", ".join(parts) + (" (range over the cells' runs)" if ranged else "")
+
+
 def heatmap_name(metric: str, backbone: Any, variant: str = "") -> str:
     return f"heatmap_{file_stem(metric, backbone, variant)}.png"
 
@@ -145,7 +175,8 @@ def write_heatmaps(
 ) -> list[Path]:
     """`heatmap_<metric>_<backbone>[_<variant>].png` for each metric and each (backbone, variant) of
     `groups`; `metrics` None: `default_heatmap_metrics(table)`; `groups` None: `heatmap_groups(table)`
-    (those that span more than one lr x wd cell)."""
+    (those that span more than one lr x wd cell). A recovery metric's title says its baselines
+    (`baseline_note`)."""
     if metrics is None:
         metrics = default_heatmap_metrics(table)[0]
     if groups is None:
@@ -159,6 +190,9 @@ def write_heatmaps(
         for backbone, variant in groups:
             grid = heatmap_grid(table, metric, backbone, variant)
             title = f"{metric}: {backbone}" + (f" ({variant})" if variant else "")
+            note = baseline_note(table, metric, backbone, variant)
+            if note:  # wrapped: the title of a 2 x 2 grid is about 55 characters wide
+                title += "\n" + "\n".join(textwrap.wrap(f"baselines: {note}", 55))
             path = out / heatmap_name(metric, backbone, variant)
             plot_heatmap(grid, metric, title, path)
             written.append(path)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ncfine.collect.schema import GRID_OVERRIDES, CollectError
+from ncfine.collect.schema import GRID_OVERRIDES, SIZE_OVERRIDE, CollectError
 
 # Directories inside a run dir or sweep dir that never hold jobs.
 _SKIP_DIRS = {"checkpoints", "plots", "wandb", "csv", "tensorboard", "lightning_logs"}
@@ -90,9 +90,8 @@ def expected_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, list[str], di
         task = [str(item) for item in (hydra_cfg.get("overrides") or {}).get("task") or []]
         batches = BasicSweeper.split_arguments(parser.parse_overrides(params + task), sweeper.get("max_batch_size"))
         jobs = [job for batch in batches for job in batch]
-        base = {
-            key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False) for key in GRID_OVERRIDES
-        }
+        keys = (*GRID_OVERRIDES, SIZE_OVERRIDE)
+        base = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False) for key in keys}
         data = (hydra_cfg.get("runtime") or {}).get("choices", {}).get("data")
         expected = []
         for job in jobs:
@@ -102,7 +101,7 @@ def expected_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, list[str], di
             )
             values = dict(base)
             for override in parsed:
-                if override.key_or_group.lstrip("+~") in GRID_OVERRIDES:
+                if override.key_or_group.lstrip("+~") in keys:
                     values[override.key_or_group.lstrip("+~")] = override.value()
             expected.append(
                 (
@@ -114,6 +113,7 @@ def expected_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, list[str], di
                         "weight_decay": values["optimizer.weight_decay"],
                         "seed": values["seed"],
                         "data": data,
+                        "max_train_samples": values[SIZE_OVERRIDE],
                     },
                 )
             )
@@ -140,6 +140,11 @@ def load_run(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
             "config": _config_from_hydra(run_dir),
             "overrides": overrides,
         }
+    config = dict(results.get("config") or {}) or _config_from_hydra(run_dir)
+    swept_size = _size_override(overrides)
+    if "max_train_samples" not in config and swept_size:
+        # a run from before results.json recorded its size: the sweep's override still says it
+        config["max_train_samples"] = swept_size[0]
     return {
         "job": job,
         "run_dir": str(run_dir),
@@ -148,9 +153,21 @@ def load_run(run_dir: Path, root: Path | None = None) -> dict[str, Any]:
         "epochs_completed": results.get("epochs_completed"),
         "wall_time_s": results.get("wall_time_s"),
         "metrics": dict(results.get("metrics") or {}),
-        "config": dict(results.get("config") or {}) or _config_from_hydra(run_dir),
+        "config": config,
         "overrides": overrides,
     }
+
+
+def _size_override(overrides: list[str]) -> list[int | None]:
+    """[the training-set size] that a `data.max_train_samples=N` (or `=null`) override set, else []."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") == SIZE_OVERRIDE:
+            value = value.strip().strip("'\"")
+            if value == "null":
+                return [None]
+            return [int(value)] if value.isdigit() else []
+    return []
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -173,7 +190,8 @@ def _read_yaml_list(path: Path) -> list[str]:
 
 
 def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
-    """backbone/lr/wd/seed of a job that wrote no results.json, from Hydra's record of its config."""
+    """backbone/lr/wd/seed, data, hierarchy and training-set size of a job that wrote no
+    results.json, from Hydra's record of its config."""
     from omegaconf import OmegaConf
 
     path = run_dir / ".hydra" / "config.yaml"
@@ -190,7 +208,16 @@ def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
         "weight_decay": pick("optimizer.weight_decay"),
         "seed": pick("seed"),
         "data": _hydra_choice(run_dir, "data"),
+        "hierarchy": _plain(pick("data.hierarchy")),
+        "max_train_samples": pick(SIZE_OVERRIDE),
     }
+
+
+def _plain(value: Any) -> Any:
+    """A config node as plain Python (a mapping hierarchy as a dict), anything else as it is."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _hydra_choice(run_dir: Path, group: str) -> str | None:

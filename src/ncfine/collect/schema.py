@@ -1,12 +1,15 @@
 """What every collect step agrees on: the columns of the sweep table, the completed status, the
-error type, the status tally used in titles and cells, and file names made of metric keys."""
+error type, the status tally used in titles and cells, file names made of metric keys, and the
+keys of a metric's baselines."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-CONFIG_COLUMNS = ("data", "backbone", "lr", "weight_decay", "seed")
+# hierarchy tells the fine-label arms (identity: nothing to recover) apart; max_train_samples is the
+# data-size axis (None: the whole split, or a run from before results.json recorded it).
+CONFIG_COLUMNS = ("data", "hierarchy", "max_train_samples", "backbone", "lr", "weight_decay", "seed")
 METRIC_COLUMNS = (
     "val/acc",
     # Coarse accuracy on the training batches (augmented, the model in train mode): with NC1 on the
@@ -21,12 +24,21 @@ METRIC_COLUMNS = (
     "nc/test/nc3",
     "nc/test/nc4",
     # Recovery from the training features (fine_recovery.splits with train): the features that
-    # collapse; empty for runs that analysed the test split only.
+    # collapse; empty for runs that analysed the test split only. Each per-superclass recovery and
+    # the probe come with the same measurement of the inputs and of the untrained network
+    # (ncfine.analysis.baselines): a run "keeps" the fine classes only above both. The baselines
+    # are empty for runs made before they were measured.
     "fine/train/kmeans_per_coarse_acc",
+    "baseline/input/train/kmeans_per_coarse_acc",
+    "baseline/init/train/kmeans_per_coarse_acc",
     "fine/train/kmeans_global_acc",
     "fine/test/kmeans_per_coarse_acc",
+    "baseline/input/test/kmeans_per_coarse_acc",
+    "baseline/init/test/kmeans_per_coarse_acc",
     "fine/test/kmeans_global_acc",
     "fine/probe_acc",
+    "baseline/input/probe_acc",
+    "baseline/init/probe_acc",
     "fine/knn_acc",
 )
 # The default heatmaps; a metric that no completed job logged is left out (ncfine.collect.heatmaps).
@@ -41,6 +53,11 @@ HEATMAP_METRICS = (
 # Keys that place a job in the lr x wd grid; other swept keys make a separate `variant`.
 GRID_OVERRIDES = ("model.backbone", "optimizer.lr", "optimizer.weight_decay", "seed")
 OK = "completed"
+# The config key of the training-set size, as a Hydra override names it.
+SIZE_OVERRIDE = "data.max_train_samples"
+# The baselines a run measures before its first step: the inputs (pixels) and the untrained network.
+INPUT_BASELINE = "input"
+INIT_BASELINE = "init"
 
 
 def is_number(value: Any) -> bool:
@@ -67,3 +84,21 @@ def file_stem(*parts: Any) -> str:
     for bad, good in (("/", "_"), ("\\", "_"), (" ", "_"), (":", "_"), ("=", "-"), (",", "+")):
         stem = stem.replace(bad, good)
     return stem
+
+
+def image_count(size: Any) -> int | None:
+    """A `max_train_samples` as a whole number of training images; None for the whole split (null),
+    a run that did not record it, or anything that is not a count."""
+    if is_number(size) and float(size).is_integer() and size > 0:
+        return int(size)
+    if isinstance(size, str) and size.strip().isdigit():
+        return int(size.strip()) or None
+    return None
+
+
+def baseline_key(key: str, baseline: str) -> str:
+    """The key of the same measurement on a baseline: `baseline_key("fine/test/kmeans_per_coarse_acc",
+    "init")` is `baseline/init/test/kmeans_per_coarse_acc`. The string rule of
+    `ncfine.analysis.baselines.baseline_key`, restated so that collect imports no torch."""
+    _, _, rest = key.partition("/")
+    return f"baseline/{baseline}/{rest}"

@@ -12,18 +12,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ncfine.collect.schema import CONFIG_COLUMNS, GRID_OVERRIDES, METRIC_COLUMNS, OK, tally
+from ncfine.collect.schema import CONFIG_COLUMNS, GRID_OVERRIDES, METRIC_COLUMNS, OK, SIZE_OVERRIDE, image_count, tally
 
 
 def summarize(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
     """One row per job: config columns, status, `metrics` (NaN where a job has none), epochs,
-    wall time, error, and `variant` (what else the sweep varied besides backbone/lr/wd/seed)."""
+    wall time, error, and `variant` (what else the sweep varied besides backbone/lr/wd/seed, and
+    the training-set size where it tells apart jobs that nothing else does: `run_variants`)."""
     variants = run_variants(runs)
     rows = []
     for run, variant in zip(runs, variants):
         cfg = run.get("config") or {}
         row = {"job": run.get("job")}
         row.update({key: cfg.get(key) for key in CONFIG_COLUMNS})
+        if not (row["hierarchy"] is None or isinstance(row["hierarchy"], str)):
+            row["hierarchy"] = str(row["hierarchy"])  # a mapping or list hierarchy: one printable cell
         row["variant"] = variant
         row["status"] = run.get("status")
         found = run.get("metrics") or {}
@@ -36,10 +39,11 @@ def summarize(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = METRIC_CO
     table = pd.DataFrame(rows, columns=columns)
     for key in ("lr", "weight_decay"):
         table[key] = pd.to_numeric(table[key], errors="coerce")
-    table["seed"] = pd.to_numeric(table["seed"], errors="coerce").astype("Int64")
+    for key in ("max_train_samples", "seed"):
+        table[key] = pd.to_numeric(table[key], errors="coerce").astype("Int64")
     return table.sort_values(
-        ["variant", "backbone", "lr", "weight_decay", "seed", "job"],
-        ascending=[True, True, False, False, True, True],
+        ["variant", "backbone", "max_train_samples", "lr", "weight_decay", "seed", "job"],
+        ascending=[True, True, True, False, False, True, True],
         na_position="last",
         key=_sort_key,
     ).reset_index(drop=True)
@@ -57,9 +61,12 @@ def _float(value: Any) -> float:
 
 
 def run_variants(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """Per job (in the order of `runs`), its `variant`: what else the sweep varied (`_variants`)."""
-    backbones = [(run.get("config") or {}).get("backbone") for run in runs]
-    return _variants([run.get("overrides") or [] for run in runs], backbones)
+    """Per job (in the order of `runs`), its `variant`: what else the sweep varied (`_variants`),
+    and the training-set size where jobs of one variant and backbone differ in it (`_with_sizes`)."""
+    configs = [run.get("config") or {} for run in runs]
+    backbones = [config.get("backbone") for config in configs]
+    variants = _variants([run.get("overrides") or [] for run in runs], backbones)
+    return _with_sizes(variants, backbones, [config.get("max_train_samples") for config in configs])
 
 
 def _variants(overrides: list[list[str]], backbones: Sequence[Any] | None = None) -> list[str]:
@@ -76,6 +83,30 @@ def _variants(overrides: list[list[str]], backbones: Sequence[Any] | None = None
     return [",".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
 
 
+def _with_sizes(variants: Sequence[str], backbones: Sequence[Any], sizes: Sequence[Any]) -> list[str]:
+    """`variants` with `data.max_train_samples=<size>` added where the jobs of one (variant,
+    backbone) trained on different numbers of images and no override says so (the runs of several
+    sweeps, or of a config that set the size, collected together): the tables, heatmaps and legends
+    then never average a 500-image run with a 3,000-image one. A swept size is in the variant
+    already, so there the jobs of one variant agree and nothing is added."""
+    named = [_size_text(size) for size in sizes]
+    seen: dict[tuple[str, Any], set[str]] = {}
+    for variant, backbone, size in zip(variants, backbones, named):
+        seen.setdefault((variant, backbone), set()).add(size)
+    return [
+        ",".join(part for part in (variant, f"{SIZE_OVERRIDE}={size}") if part)
+        if len(seen[(variant, backbone)]) > 1
+        else variant
+        for variant, backbone, size in zip(variants, backbones, named)
+    ]
+
+
+def _size_text(size: Any) -> str:
+    """A training-set size as an override writes it: `500`, or `null` for the whole split."""
+    count = image_count(size)
+    return "null" if count is None else str(count)
+
+
 def _one_to_one(values: Sequence[Any], backbones: Sequence[Any]) -> bool:
     """Whether each value goes with one backbone and each backbone with one value (every job known)."""
     pairs = set(zip(values, backbones))
@@ -85,10 +116,12 @@ def _one_to_one(values: Sequence[Any], backbones: Sequence[Any]) -> bool:
 
 
 def aggregate_seeds(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per config (data, backbone, lr, wd, variant): over its completed seeds, the mean and
-    std of each metric, `n_seeds`, `n_completed` and `statuses` (e.g. '2 completed, 1 failed')."""
+    """One row per config (data, training-set size, backbone, lr, wd, variant): over its completed
+    seeds, the mean and std of each metric, `n_seeds`, `n_completed` and `statuses` (e.g.
+    '2 completed, 1 failed')."""
     metrics = [m for m in (metrics or METRIC_COLUMNS) if m in table.columns]
-    keys = ["variant", "data", "backbone", "lr", "weight_decay"]
+    # max_train_samples: absent from a table read back from an older summary.csv
+    keys = [k for k in ("variant", "data", "max_train_samples", "backbone", "lr", "weight_decay") if k in table]
     rows = []
     for group_key, group in table.groupby(keys, dropna=False, sort=False):
         ok = group[group["status"] == OK]
@@ -166,7 +199,8 @@ def _drop_empty(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mean_pm_std(by_config: pd.DataFrame) -> pd.DataFrame:
-    shown = by_config[["variant", "data", "backbone", "lr", "weight_decay", "n_seeds", "statuses"]].copy()
+    config = ["variant", "data", "max_train_samples", "backbone", "lr", "weight_decay", "n_seeds", "statuses"]
+    shown = by_config[[c for c in config if c in by_config]].copy()
     for column in by_config.columns:
         if column.endswith(" mean"):
             metric = column[: -len(" mean")]

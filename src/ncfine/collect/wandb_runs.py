@@ -61,6 +61,8 @@ def run_from_wandb(run: Any) -> dict[str, Any]:
         "weight_decay": ours.get("weight_decay", pick("optimizer.weight_decay")),
         "seed": ours.get("seed", pick("seed")),
         "data": ours.get("data"),
+        "hierarchy": ours.get("hierarchy", pick("data.hierarchy")),
+        "max_train_samples": ours.get("max_train_samples", pick("data.max_train_samples")),
     }
     status = summary.get("ncfine/status") or WANDB_STATES.get(str(getattr(run, "state", "")).lower(), "failed")
     metrics = {
