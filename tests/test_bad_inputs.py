@@ -65,7 +65,7 @@ CASES = [
         expect=(
             "data=cifar11",
             "no such option in config group 'data'",
-            "available: cifar10, cifar100, digits, imagefolder, synthetic",
+            "available: cifar10, cifar100, digits, imagefolder, imagefolder_coarse, synthetic",
             "did you mean data=cifar10",
         ),
     ),

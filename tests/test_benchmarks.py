@@ -194,3 +194,59 @@ def test_throughput_cpu_mode_compares_ncfine_with_both_plain_variants(tmp_path):
     assert row["ncfine_vs_best_plain_per_round"][0] == pytest.approx(first)
     assert "resnet10t x 0.25 round 2: ncfine" in proc.stdout
     assert f"ncfine/best plain {row['ncfine_vs_best_plain']:.3f}" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_digits_run(tmp_path_factory):
+    """One tiny epoch of the digits demo, a run dir with a checkpoint, for the post-hoc benchmarks."""
+    from conftest import FAST
+    from ncfine.api import compose, train
+
+    run_dir = tmp_path_factory.mktemp("bench") / "run"
+    overrides = [*FAST, "trainer.max_epochs=1", "logger=none", "callbacks.plots=null", "analysis.baselines=[]"]
+    results = train(compose(overrides, run_dir=run_dir))
+    assert results["status"] == "completed", results["error"]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_recovery_subsets_scores_features_and_pixels_of_the_same_images(tiny_digits_run, tmp_path):
+    out = tmp_path / "subsets.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "recovery_subsets.py"), str(tiny_digits_run), "--splits", "test"]
+        + ["--per-class", "40", "--draws", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    by_subset = {row["subset"]: row for row in rows}
+    assert by_subset["all"]["images"] == 360  # the digits' test split
+    assert by_subset["correct"]["images"] + by_subset.get("wrong", {"images": 0})["images"] == 360
+    assert by_subset["correct"]["images"] == round(360 * by_subset["all"]["coarse_acc"])
+    sampled = by_subset["40 per superclass"]
+    assert sampled["images"] == 200 and len(sampled["features_range"]) == 2
+    assert all(0.0 <= row[name] <= 1.0 for row in rows for name in ("features", "inputs"))
+    assert "per superclass x 2" in proc.stdout
+
+
+@pytest.mark.slow
+def test_discovery_criteria_scores_every_criterion_against_the_fine_labels(tiny_digits_run, tmp_path):
+    out = tmp_path / "criteria.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "discovery_criteria.py"), str(tiny_digits_run), "--splits", "test"]
+        + ["--max-k", "3", "--n-init", "2", "--backend", "torch", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(row["criterion"] for row in rows) == ["bic", "gap", "prediction_strength", "silhouette"]
+    for row in rows:
+        assert row["k_true"] == [2, 2, 2, 2, 2] and all(1 <= k <= 3 for k in row["k_found"])
+        assert row["exact"] == sum(f == t for f, t in zip(row["k_found"], row["k_true"]))
+    assert "exact k" in proc.stdout

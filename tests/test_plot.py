@@ -48,6 +48,17 @@ def test_recovery_legends_sit_below_the_axes(tmp_path):
         assert legend.get_window_extent(renderer).y1 < ax.get_window_extent(renderer).y0
 
 
+def test_recovery_curves_draw_the_runs_baselines_as_levels():
+    frame = pd.DataFrame({"epoch": np.arange(4), "fine/test/kmeans_per_coarse_acc": [0.6, 0.7, 0.8, 0.75]})
+    plain = plot_recovery_curves(frame)
+    frame["baseline/input/test/kmeans_per_coarse_acc"] = 0.62
+    frame["baseline/init/test/kmeans_per_coarse_acc"] = 0.66
+    fig = plot_recovery_curves(frame)
+    levels = {line.get_label(): set(line.get_ydata()) for line in fig.axes[0].get_lines()}
+    assert levels["pixels (test)"] == {0.62} and levels["untrained network (test)"] == {0.66}
+    assert not any("pixels" in line.get_label() for line in plain.axes[0].get_lines())
+
+
 def test_pca_panels_name_the_classes_when_names_are_given(tmp_path):
     fine = torch.arange(4).repeat_interleave(10)
     coarse = fine % 2

@@ -7,6 +7,9 @@ results = train(cfg)          # the same results.json payload the CLI writes
 from ncfine.api import analyze, compose_analyze, analyze_run
 metrics = analyze(model, datamodule, layers=["layer3", "penultimate"])       # any nn.Module
 results = analyze_run(compose_analyze(["run=runs/quick"], run_dir="runs/quick_analysis"), ["run=runs/quick"])
+
+from ncfine.api import compose_discover, discover_run
+results = discover_run(compose_discover(["run=runs/quick"], run_dir="runs/quick_discovery"), ["run=runs/quick"])
 """
 
 from __future__ import annotations
@@ -56,6 +59,21 @@ def analyze_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any
     from ncfine.layerwise.run import analyze_job
 
     return analyze_job(cfg, overrides)
+
+
+def compose_discover(overrides: Sequence[str] = (), run_dir: str | os.PathLike = "outputs/discovery") -> DictConfig:
+    """The config `ncfine-discover <overrides>` would run, writing into `run_dir`."""
+    from ncfine.utils.path_overrides import quote_path_overrides
+
+    return compose(quote_path_overrides(overrides, keys=("run", "weights")), run_dir, config_name="discover")
+
+
+def discover_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run `ncfine-discover` in-process (discovery.json, report.md, montages in the run dir);
+    returns the results.json payload."""
+    from ncfine.layerwise.discover import discover_job
+
+    return discover_job(cfg, overrides)
 
 
 def analyze(module, data, layers=None, **kwargs) -> dict[str, float]:

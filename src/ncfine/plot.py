@@ -6,9 +6,12 @@
   log scale; the NC1 panel also shows NC1 of the fine classes (dotted), which coarse training
   does not collapse as far (Yang, Steinhardt & Hu 2023).
 - `recovery_curves.png`: fine-class recovery from the coarse-trained features vs epoch (k-means
-  per superclass / global, linear probe, k-NN), with the coarse val accuracy for reference.
+  per superclass / global, linear probe, k-NN), with the coarse val accuracy for reference and the
+  per-superclass k-means of the run's baselines (pixels, untrained network) as horizontal lines.
 - `depth_curves.png`: the layer-wise metrics (`layer/<name>/...`, from `ncfine-analyze` or the
   `layerwise` callback) against depth; `ncfine-plot --compare DIR...` overlays several runs.
+- `discover_<superclass>.png` (`plot_discovery`, for `ncfine-discover`): the images nearest each
+  discovered sub-cluster's centre, one row per cluster, and the superclass's PCA coloured by cluster.
 - `pca_<split>.png`: for each superclass, the 2-D PCA of its features coloured by fine class.
   Written at the end of training by `ncfine.callbacks.plots.PlotsCallback`; `ncfine-plot`
   redraws it when the run saved its features (`features_<split>.pt`).
@@ -159,6 +162,16 @@ def plot_recovery_curves(metrics: pd.DataFrame, path: str | Path | None = None, 
                 score_ax.plot(epoch, values, SPLIT_STYLES[split], marker=".", label=f"{label} ({split})")
     for key, label, style in references:
         acc_ax.plot(epoch, _series(metrics, key), style, color="grey" if key.startswith("val/") else None, label=label)
+    # What the per-superclass recovery is read against: the same k-means of the pixels and of the
+    # untrained network (constants of the run, on every metrics.csv row).
+    for split in splits:
+        for name, label, line in (("input", "pixels", (0, (4, 2))), ("init", "untrained network", (0, (1, 2)))):
+            values = _series(metrics, f"baseline/{name}/{split}/kmeans_per_coarse_acc")
+            if values is not None and values.notna().any():
+                level = float(values.dropna().iloc[-1])
+                acc_ax.axhline(
+                    level, linestyle=line, linewidth=1, color=SPLIT_COLORS[split], label=f"{label} ({split})"
+                )
     acc_ax.set_title("fine-class recovery: accuracy")
     score_ax.set_title("fine-class recovery: NMI / ARI")
     for ax in (acc_ax, score_ax):
@@ -346,6 +359,99 @@ def plot_pca(
         fig.suptitle(title)
     _save(fig, path)
     return fig
+
+
+def plot_discovery(
+    superclass: dict,
+    h: torch.Tensor,
+    clusters: torch.Tensor,
+    images: torch.Tensor | None = None,
+    nearest: dict[int, Sequence[int]] | None = None,
+    fine: torch.Tensor | None = None,
+    fine_names: Sequence[str] | None = None,
+    path: str | Path | None = None,
+    title: str | None = None,
+):
+    """What `ncfine-discover` found inside one superclass, as a person checks it.
+
+    Left (with `images`): one row per discovered cluster, the images nearest its centroid (uint8
+    (N, C, H, W) as the dataset stores them, so they look as the user knows them; `nearest[j]`
+    are row positions into `images`), the row labelled with the cluster's size, the model's
+    accuracy on it and, with fine labels, its largest fine class. Right: the 2-D PCA of the
+    superclass's features `h` (N, D) coloured by `clusters` (N,), and beside it by fine class when
+    `fine` is given. `superclass` is one entry of `discover_subclasses(...)["superclasses"]`.
+    """
+    clusters = clusters.detach().cpu().long()
+    entries = superclass["clusters"]
+    show_images = images is not None and nearest is not None
+    panels = 1 + (fine is not None)
+    per_row = max((len(v) for v in (nearest or {}).values()), default=0)
+    width = (1.1 * per_row + 2.2 if show_images else 0) + 3.6 * panels
+    fig = Figure(figsize=(max(width, 4.0), max(3.4, 0.95 * len(entries) + 1.2)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(
+        1,
+        (1 if show_images else 0) + panels,
+        width_ratios=[*([1.1 * per_row + 2.2] if show_images else []), *([3.6] * panels)],
+    )
+    col = 0
+    if show_images:
+        sub = grid[0, 0].subgridspec(len(entries), max(per_row, 1), wspace=0.05, hspace=0.15)
+        for r, entry in enumerate(entries):
+            rows = list(nearest.get(entry["cluster"], []))
+            for j in range(max(per_row, 1)):
+                ax = fig.add_subplot(sub[r, j])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if j < len(rows):
+                    image = images[rows[j]].detach().cpu()
+                    picture = image.permute(1, 2, 0).numpy()
+                    ax.imshow(picture[..., 0] if picture.shape[2] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+                if j == 0:
+                    ax.set_ylabel(
+                        _cluster_label(entry, fine_names), fontsize="x-small", rotation=0, ha="right", va="center"
+                    )
+        col = 1
+    coords, explained = pca_2d(h.detach())
+    colourings = [("discovered clusters", clusters, lambda j: f"cluster {j + 1}")]
+    if fine is not None:
+        fine = fine.detach().cpu().long()
+        colourings.append(("fine classes (not used to find them)", fine, lambda f: _class_name(fine_names, f, "fine")))
+    for offset, (name, labels, label_of) in enumerate(colourings):
+        ax = fig.add_subplot(grid[0, col + offset])
+        for i, value in enumerate(torch.unique(labels).tolist()):
+            mask = labels == value
+            ax.scatter(
+                coords[mask, 0].numpy(),
+                coords[mask, 1].numpy(),
+                s=5,
+                alpha=0.6,
+                color=f"C{i % 10}",
+                label=label_of(value),
+            )
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="x-small")
+        ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="x-small")
+        ax.tick_params(labelsize="xx-small")
+        ax.legend(fontsize="xx-small", markerscale=2)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    _save(fig, path)
+    return fig
+
+
+def _cluster_label(entry: dict, fine_names: Sequence[str] | None) -> str:
+    """'cluster 1\n212 images\nacc 61%\n80% dog' for a montage row."""
+    lines = [f"cluster {entry['cluster'] + 1}", f"{entry['size']} images"]
+    if entry.get("accuracy") is not None:
+        lines.append(f"acc {100 * entry['accuracy']:.0f}%")
+    counts = entry.get("fine_counts")
+    if counts:
+        top, count = max(counts.items(), key=lambda item: item[1])
+        lines.append(f"{100 * count / entry['size']:.0f}% {_class_name(fine_names, int(top), 'fine')}")
+    return "\n".join(lines)
 
 
 def _class_name(names: Sequence[str] | None, class_id: int, kind: str) -> str:

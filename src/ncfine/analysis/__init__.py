@@ -6,7 +6,11 @@
 - `probes.linear_probe`, `probes.knn_probe`: supervised read-outs of the fine labels.
 - `training_keys.feature_metrics`: all of the above for one set of features under the keys
   training logs (the callbacks call its `collapse_keys`, `recovery_keys`, `probe_keys`);
-  `layerwise.layerwise_metrics`: the same for many layers under `layer/<name>/...` keys.
+  `layerwise.layerwise_metrics`: the same for many layers under `layer/<name>/...` keys;
+  `baselines.baseline_metrics`: the same for the inputs and the untrained network, under
+  `baseline/<input|init>/...`: what a recovery number is read against.
+- `discovery.discover_subclasses`: the sub-clusters of each superclass with no fine labels (k
+  chosen per superclass, 1 allowed), scored by the model's head and, where given, the fine labels.
 - `kmeans.kmeans`: batched k-means on torch (CPU/GPU) or faiss (not re-exported here: the
   function would shadow its module).
 """

@@ -22,7 +22,15 @@ from ncfine.analysis._validation import check_features, check_labels, check_seve
 from ncfine.analysis.kmeans import kmeans, resolve_backend
 from ncfine.analysis.probes import knn_probe, linear_probe
 
-__all__ = ["cluster_accuracy", "fine_recovery", "kmeans", "knn_probe", "linear_probe", "resolve_backend"]
+__all__ = [
+    "cluster_accuracy",
+    "cluster_agreement",
+    "fine_recovery",
+    "kmeans",
+    "knn_probe",
+    "linear_probe",
+    "resolve_backend",
+]
 
 
 # ----------------------------------------------------------------------------- cluster scores
@@ -68,6 +76,14 @@ def cluster_accuracy(pred, true) -> float:
     table = _contingency(pred, true)
     rows, cols = _matched(table)
     return float(table[rows, cols].sum() / table.sum())
+
+
+def cluster_agreement(pred, true) -> dict[str, float]:
+    """Hungarian accuracy (`cluster_accuracy`), NMI and ARI of cluster ids `pred` against class ids
+    `true`, from one contingency table; any number of clusters and classes."""
+    table = _contingency(pred, true)
+    rows, cols = _matched(table)
+    return {"acc": float(table[rows, cols].sum() / table.sum()), "nmi": _nmi(table), "ari": _ari(table)}
 
 
 def _nmi(table: np.ndarray) -> float:

@@ -52,7 +52,10 @@ class FineRecoveryCallback(EpochAnalysisCallback):
         hierarchy = trainer.datamodule.hierarchy
         if hierarchy.is_identity:
             if not self._skip_logged:
-                log.info("fine recovery skipped: the data's coarse and fine labels are identical (no hidden classes)")
+                log.info(
+                    "fine-label metrics skipped (recovery, fine NC): the training classes are the finest labels "
+                    "this data has (hierarchy identity: coarse-only data, or training on the fine labels)"
+                )
                 self._skip_logged = True
             return {}
         metrics: dict[str, float] = {}

@@ -47,9 +47,10 @@ def overridden_keys(overrides: Sequence[str]) -> set[str]:
     return keys
 
 
-def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Any]:
-    """(the config the job runs, the loaded model or None): with run=DIR, its data config and its
-    analysis settings fill in what the command line does not set."""
+def with_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Any]:
+    """(a copy of `cfg`, the loaded model or None): with run=DIR, the run's data config (the command
+    line's `data.*` on top), its seed and its backbone fill in what the command line does not set.
+    Shared by ncfine-analyze and ncfine-discover."""
     from ncfine.layerwise.sources import load_run
 
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -64,6 +65,21 @@ def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[Di
             for key in sorted(k for k in keys if k.startswith("data.")):
                 OmegaConf.update(data, key[len("data.") :], OmegaConf.select(cfg, key), force_add=True)
             cfg.data = data
+        if "seed" not in keys and OmegaConf.select(run_cfg, "seed") is not None:
+            cfg.seed = run_cfg.seed
+        cfg.model.backbone = loaded.backbone
+    return cfg, loaded
+
+
+def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Any]:
+    """(the config the job runs, the loaded model or None): with run=DIR, its data config and its
+    analysis settings fill in what the command line does not set."""
+    cfg, loaded = with_run(cfg, overrides)
+    if loaded is None:
+        return cfg, None
+    run_cfg = loaded.run_cfg
+    keys = overridden_keys(overrides)
+    with open_dict(cfg):
         for key, source in INHERITED.items():
             value = OmegaConf.select(run_cfg, source, default=None)
             if key not in keys and value is not None:
@@ -76,9 +92,6 @@ def effective_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[Di
             # One pass per split here: a cap both callbacks used is reproducible, two different ones are not.
             if OmegaConf.select(run_cfg, "callbacks.neural_collapse") is not None and nc == fr:
                 OmegaConf.update(cfg, key, nc, force_add=True)
-        if "seed" not in keys and OmegaConf.select(run_cfg, "seed") is not None:
-            cfg.seed = run_cfg.seed
-        cfg.model.backbone = loaded.backbone
     return cfg, loaded
 
 
@@ -100,39 +113,17 @@ def analyze_job(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any
 
 
 def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
-    import pytorch_lightning as pl
 
     from ncfine.layerwise.api import run_analysis
     from ncfine.layerwise.report import write_report
-    from ncfine.layerwise.sources import build_model
     from ncfine.run_dir import rows_to_csv
     from ncfine.utils.containers import plain_dict
-    from ncfine.utils.instantiate import instantiate
 
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    if loaded is None:
-        loaded = build_model(
-            cfg.model.backbone,
-            cfg.get("weights"),
-            num_coarse=datamodule.num_coarse,
-            in_chans=datamodule.in_chans,
-            img_size=datamodule.image_size,
-            small_input=bool(cfg.model.small_input),
-            pretrained=bool(cfg.model.pretrained),
-            width=cfg.model.get("width", 1.0),
-            backbone_kwargs=plain_dict(cfg.model.get("backbone_kwargs"), "model.backbone_kwargs"),
-        )
-    device = _device(cfg.get("device", "auto"))
-    module = loaded.module.to(device)
+    datamodule, loaded, device, autocast = build_source(cfg, loaded)
+    module = loaded.module
     layers = cfg.get("layers")
     layers = OmegaConf.to_container(layers) if OmegaConf.is_config(layers) else layers
     settings = OmegaConf.to_container(cfg.analysis, resolve=True)
-    # A run trained in bf16 on a GPU extracted its analysis features under bf16 autocast: do the same.
-    precision = str(OmegaConf.select(loaded.run_cfg, "trainer.precision", default="")) if loaded.run_cfg else ""
-    autocast = precision_autocast(precision, device)
     result = run_analysis(
         module,
         datamodule,
@@ -148,7 +139,7 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     )
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_text(out / "metrics.csv", rows_to_csv([{"epoch": loaded.epochs, **result.metrics}]))
-    payload = _payload(
+    payload = results_payload(
         cfg, "completed", None, loaded.epochs, time.monotonic() - started, result.metrics, out, loaded.run_cfg
     )
     payload["analysis"] = {
@@ -170,6 +161,39 @@ def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
     return payload
 
 
+def build_source(cfg: DictConfig, loaded) -> tuple[Any, Any, torch.device, torch.dtype | None]:
+    """(datamodule set up, the model on its device, device, the feature pass's autocast) of a
+    composed analyze / discover config; `loaded` is `with_run`'s model, or None to build
+    `model.backbone` with `weights`."""
+    import pytorch_lightning as pl
+
+    from ncfine.layerwise.sources import build_model
+    from ncfine.utils.containers import plain_dict
+    from ncfine.utils.instantiate import instantiate
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if loaded is None:
+        loaded = build_model(
+            cfg.model.backbone,
+            cfg.get("weights"),
+            num_coarse=datamodule.num_coarse,
+            in_chans=datamodule.in_chans,
+            img_size=datamodule.image_size,
+            small_input=bool(cfg.model.small_input),
+            pretrained=bool(cfg.model.pretrained),
+            width=cfg.model.get("width", 1.0),
+            backbone_kwargs=plain_dict(cfg.model.get("backbone_kwargs"), "model.backbone_kwargs"),
+        )
+    device = _device(cfg.get("device", "auto"))
+    loaded.module.to(device)
+    # A run trained in bf16 extracted its analysis features under bf16 autocast: do the same.
+    precision = str(OmegaConf.select(loaded.run_cfg, "trainer.precision", default="")) if loaded.run_cfg else ""
+    return datamodule, loaded, device, precision_autocast(precision, device)
+
+
 def _device(name: str) -> torch.device:
     name = str(name)
     if name == "auto":
@@ -183,7 +207,7 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _payload(
+def results_payload(
     cfg: DictConfig,
     status: str,
     error: str | None,
@@ -193,6 +217,7 @@ def _payload(
     out: Path,
     run_cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
+    """The results.json payload of an analyze or discover job (the run-dir contract of ncfine-train)."""
     from ncfine.run_dir import config_summary, source_name
     from ncfine.utils.versions import package_versions
 
@@ -219,7 +244,7 @@ def _payload(
 
 def _write_failed(out: Path, cfg: DictConfig, error: str, started: float) -> None:
     try:
-        payload = _payload(cfg, "failed", error, 0, time.monotonic() - started, {}, out)
+        payload = results_payload(cfg, "failed", error, 0, time.monotonic() - started, {}, out)
     except Exception:  # noqa: BLE001 - the config itself may be what failed
         payload = {"status": "failed", "error": error, "metrics": {}, "run_dir": str(out)}
     atomic_write_json(out / "results.json", payload)
