@@ -298,6 +298,17 @@ def test_an_arm_per_backbone_is_not_a_variant_but_an_arm_that_splits_one_is(tmp_
         for arm, backbone in (("resnet18", "resnet18"), ("resnet18_fine", "resnet18"), ("vgg16_bn", "vgg16_bn"))
     ]
     assert run_variants(runs) == ["+cifar10_cpu=resnet18", "+cifar10_cpu=resnet18_fine", "+cifar10_cpu=vgg16_bn"]
+    # experiment=cifar10_cpu_gen style: parts of one study (another experiment each) swept into one
+    # dir; the experiment is not a variant, the weight decay the part sweeps places the job.
+    runs = [
+        {
+            "config": {"backbone": "resnet18"},
+            "overrides": [f"experiment={part}", "+cifar10_cpu=resnet18", f"optimizer.weight_decay={wd}", "seed=0"],
+            "status": "completed",
+        }
+        for part, wd in (("cifar10_cpu_gen", 0.0005), ("cifar10_cpu_gen_wd5e-3", 0.005))
+    ]
+    assert run_variants(runs) == ["", ""]
 
 
 def test_cli_empty_dir_is_one_line_error(tmp_path):

@@ -96,7 +96,7 @@ def test_the_figure_draws_lines_and_grey_levels():
     assert inputs.get_linestyle() == "--" and init.get_linestyle() == ":"
     assert to_rgba(inputs.get_color()) == to_rgba("grey")
     assert list(inputs.get_xdata()) == [500, 3000]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "resnet18, lr 0.05, wd 0.0005" in legend and "vgg16_bn, lr 0.05, wd 0.0005" in legend
 
 

@@ -91,7 +91,7 @@ def plot_datasize(lines: pd.DataFrame, baselines: pd.DataFrame, metric: str, pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 5.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     groups = list(lines.groupby(LINE_KEYS, dropna=False, sort=False))
@@ -120,7 +120,10 @@ def plot_datasize(lines: pd.DataFrame, baselines: pd.DataFrame, metric: str, pat
     ax.grid(True, which="major", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: handles[i] in levels)  # the runs first, then the levels
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small")
+    # Below the axes, as the trajectories': inside, the legend covers the lines it names.
+    fig.legend(
+        [handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=2, fontsize="small"
+    )
     ax.set_title(f"{metric}: mean and range over seeds, by training-set size", fontsize="medium")
     if path is not None:
         fig.savefig(path, dpi=110)

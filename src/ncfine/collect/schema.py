@@ -52,6 +52,10 @@ HEATMAP_METRICS = (
 )
 # Keys that place a job in the lr x wd grid; other swept keys make a separate `variant`.
 GRID_OVERRIDES = ("model.backbone", "optimizer.lr", "optimizer.weight_decay", "seed")
+# Overrides that never make a variant: `experiment` names the recipe, and the parts of one study
+# swept into one sweep dir (experiment=cifar10_cpu_gen, cifar10_cpu_gen_wd5e-3, ...) differ in it;
+# what a part changes shows in the keys it sweeps (weight decay, arm, training-set size).
+NOT_VARIANTS = ("experiment",)
 OK = "completed"
 # The config key of the training-set size, as a Hydra override names it.
 SIZE_OVERRIDE = "data.max_train_samples"

@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ncfine.collect.schema import CONFIG_COLUMNS, GRID_OVERRIDES, METRIC_COLUMNS, OK, SIZE_OVERRIDE, image_count, tally
+from ncfine.collect.schema import (
+    CONFIG_COLUMNS,
+    GRID_OVERRIDES,
+    METRIC_COLUMNS,
+    NOT_VARIANTS,
+    OK,
+    SIZE_OVERRIDE,
+    image_count,
+    tally,
+)
 
 
 def summarize(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = METRIC_COLUMNS) -> pd.DataFrame:
@@ -70,13 +79,14 @@ def run_variants(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _variants(overrides: list[list[str]], backbones: Sequence[Any] | None = None) -> list[str]:
-    """Per job, the overrides that differ between jobs, apart from the lr x wd grid and the seed,
-    and apart from a key that only names the backbone again: a sweep over arms of a config group
+    """Per job, the overrides that differ between jobs, apart from the lr x wd grid and the seed
+    (and `experiment`: `schema.NOT_VARIANTS`), and apart from a key that only names the backbone
+    again: a sweep over arms of a config group
     (experiment=cifar10_cpu_grid's `+cifar10_cpu=resnet18,vgg16_bn`, one arm per backbone) keeps one
     variant per backbone, so its heatmaps are `heatmap_<metric>_<backbone>.png`. A key whose values
     split a backbone (the fine-label arm beside the coarse one of the same backbone) stays."""
     parsed = [dict(item.split("=", 1) if "=" in item else (item, "") for item in items) for items in overrides]
-    keys = {k for p in parsed for k in p if k.lstrip("+~") not in GRID_OVERRIDES}
+    keys = {k for p in parsed for k in p if k.lstrip("+~") not in (*GRID_OVERRIDES, *NOT_VARIANTS)}
     varying = sorted(k for k in keys if len({p.get(k) for p in parsed}) > 1)
     if backbones is not None:
         varying = [k for k in varying if not _one_to_one([p.get(k) for p in parsed], backbones)]
