@@ -339,22 +339,8 @@ def plot_pca(
         if max_per_coarse is not None and rows.numel() > max_per_coarse:
             rows = rows[torch.randperm(rows.numel(), generator=generator)[:max_per_coarse]].sort().values
         coords, explained = pca_2d(h.detach()[rows.to(h.device)])
-        labels = fine[rows]
-        for i, f in enumerate(torch.unique(labels).tolist()):
-            mask = labels == f
-            ax.scatter(
-                coords[mask, 0].numpy(),
-                coords[mask, 1].numpy(),
-                s=6,
-                alpha=0.7,
-                color=f"C{i % 10}",
-                label=_class_name(fine_names, f, "fine"),
-            )
+        _scatter_by_label(ax, coords, explained, fine[rows], lambda f: _class_name(fine_names, f, "fine"))
         ax.set_title(_class_name(coarse_names, c, "superclass"), fontsize="medium")
-        ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="small")
-        ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="small")
-        ax.tick_params(labelsize="x-small")
-        ax.legend(fontsize="x-small", markerscale=2)
     if title:
         fig.suptitle(title)
     _save(fig, path)
@@ -421,25 +407,26 @@ def plot_discovery(
         colourings.append(("fine classes (not used to find them)", fine, lambda f: _class_name(fine_names, f, "fine")))
     for offset, (name, labels, label_of) in enumerate(colourings):
         ax = fig.add_subplot(grid[0, col + offset])
-        for i, value in enumerate(torch.unique(labels).tolist()):
-            mask = labels == value
-            ax.scatter(
-                coords[mask, 0].numpy(),
-                coords[mask, 1].numpy(),
-                s=5,
-                alpha=0.6,
-                color=f"C{i % 10}",
-                label=label_of(value),
-            )
+        _scatter_by_label(ax, coords, explained, labels, label_of)
         ax.set_title(name, fontsize="small")
-        ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="x-small")
-        ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="x-small")
-        ax.tick_params(labelsize="xx-small")
-        ax.legend(fontsize="xx-small", markerscale=2)
     if title:
         fig.suptitle(title, fontsize="medium")
     _save(fig, path)
     return fig
+
+
+def _scatter_by_label(ax, coords: torch.Tensor, explained: torch.Tensor, labels: torch.Tensor, label_of) -> None:
+    """A 2-D PCA panel (`pca_2d`'s coordinates and explained variance): one colour per label id,
+    named by `label_of(id)`."""
+    for i, value in enumerate(torch.unique(labels).tolist()):
+        mask = labels == value
+        ax.scatter(
+            coords[mask, 0].numpy(), coords[mask, 1].numpy(), s=6, alpha=0.7, color=f"C{i % 10}", label=label_of(value)
+        )
+    ax.set_xlabel(f"PC1 ({100 * float(explained[0]):.0f}% var)", fontsize="small")
+    ax.set_ylabel(f"PC2 ({100 * float(explained[1]):.0f}% var)", fontsize="small")
+    ax.tick_params(labelsize="x-small")
+    ax.legend(fontsize="x-small", markerscale=2)
 
 
 def _cluster_label(entry: dict, fine_names: Sequence[str] | None) -> str:
