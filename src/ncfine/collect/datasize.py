@@ -16,6 +16,7 @@ recover) are left out. With fewer than two sizes there is no figure and no note.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,14 +92,20 @@ def plot_datasize(lines: pd.DataFrame, baselines: pd.DataFrame, metric: str, pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 5.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     groups = list(lines.groupby(LINE_KEYS, dropna=False, sort=False))
     # the arm is named only where it tells apart lines of one backbone
     arms = lines.groupby("backbone", dropna=False)["arm"].nunique().to_dict()
-    for i, ((backbone, lr, wd, arm), line) in enumerate(groups):
-        label = f"{backbone}, lr {_g(lr)}, wd {_g(wd)}" + (f" ({arm})" if arms.get(backbone, 1) > 1 else "")
+    line_labels = [
+        f"{backbone}, lr {_g(lr)}, wd {_g(wd)}" + (f" ({arm})" if arms.get(backbone, 1) > 1 else "")
+        for backbone, lr, wd, arm in (key for key, _ in groups)
+    ]
+    # Two legend columns fit the figure's width only while the labels are short (an arm's name is not).
+    columns = 2 if max(map(len, line_labels), default=0) <= 40 else 1
+    legend_rows = math.ceil((len(groups) + 2) / columns)
+    fig = Figure(figsize=(6.4, 4.2 + 0.22 * legend_rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, ((_, line), label) in enumerate(zip(groups, line_labels)):
         error = [line["mean"] - line["low"], line["high"] - line["mean"]]
         ax.errorbar(line["size"], line["mean"], yerr=error, marker="o", capsize=3, color=f"C{i % 10}", label=label)
     levels = []
@@ -122,7 +129,11 @@ def plot_datasize(lines: pd.DataFrame, baselines: pd.DataFrame, metric: str, pat
     order = sorted(range(len(labels)), key=lambda i: handles[i] in levels)  # the runs first, then the levels
     # Below the axes, as the trajectories': inside, the legend covers the lines it names.
     fig.legend(
-        [handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=2, fontsize="small"
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="outside lower center",
+        ncol=columns,
+        fontsize="small",
     )
     ax.set_title(f"{metric}: mean and range over seeds, by training-set size", fontsize="medium")
     if path is not None:
