@@ -35,11 +35,12 @@ def test_missing_wandb_names_the_extra_before_training(tmp_path, monkeypatch):
 
 
 def read_settled_run_file(path, wait_s: float = 30.0):
-    """read_run_file once the run record is in: under two xdist workers one `make test` saw the
-    resumed run's file still without it right after train() returned (W&B's service writes the
-    offline file in its own process). A record still being written when the file is read fails
-    to decode (seen once in CI, 2026-12-05: "Wire format was corrupt"): read again until the
-    deadline, then let the error stand."""
+    """read_run_file once the run is all in (its record and the outcome that ncfine writes into the
+    summary last): W&B's service writes the offline file in its own process, after train() has
+    returned. Under two xdist workers `make test` saw the resumed run's file still without its run
+    record, and a record still being written fails to decode (CI 2026-12-05 and a fresh clone
+    2026-12-07, on the first run's file: "Wire format was corrupt"): read again until the deadline,
+    then let the error stand."""
     from google.protobuf.message import DecodeError
 
     deadline = time.monotonic() + wait_s
@@ -51,7 +52,8 @@ def read_settled_run_file(path, wait_s: float = 30.0):
                 raise
             time.sleep(0.5)
             continue
-        if logged["run_id"] is not None or time.monotonic() > deadline:
+        settled = logged["run_id"] is not None and "ncfine/status" in logged["summary"]
+        if settled or time.monotonic() > deadline:
             return logged
         time.sleep(0.5)
 
@@ -63,7 +65,7 @@ def test_offline_run_holds_metrics_config_plots_and_resumes_the_same_run(tmp_pat
     assert results["status"] == "completed"
 
     [first] = offline_run_dirs(run_dir)
-    logged = read_run_file(first)
+    logged = read_settled_run_file(first)
     run_id = (run_dir / ID_FILE).read_text().strip()
     assert logged["run_id"] == run_id and logged["group"] == "wandb_test" and logged["tags"] == ["a", "b"]
     assert logged["config"]["optimizer"]["lr"] == results["config"]["lr"]  # the resolved config
