@@ -66,6 +66,27 @@ NO_SLURM = 'no SLURM cluster: run `eval "$(scripts/slurm-local.sh up)"`'
 _slurm_version: list[str] = []
 
 
+def quiet_trainer(tmp_path, callbacks, **overrides):
+    """A one-epoch, two-step CPU Trainer that writes nothing (no logger, checkpoint, progress bar or
+    summary), for tests that drive callbacks through Lightning directly; `overrides` replace any option."""
+    import pytorch_lightning as pl
+
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
+    return pl.Trainer(**{**options, **overrides})
+
+
 def _slurmctld_version() -> str | None:
     """slurmctld's version if SLURM_CONF names a cluster that answers, else None."""
     if not os.environ.get("SLURM_CONF"):

@@ -8,11 +8,10 @@ from functools import partial
 
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST
+from conftest import FAST, quiet_trainer
 from ncfine.analysis.baselines import baseline_key, baseline_metrics
 from ncfine.analysis.training_keys import feature_metrics, regroup_key
 from ncfine.api import compose, train
@@ -77,21 +76,7 @@ def _datamodule():
 
 
 def _trainer(tmp_path, callbacks, **kwargs):
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-        **kwargs,
-    )
+    return quiet_trainer(tmp_path, callbacks, limit_val_batches=0, **kwargs)
 
 
 def test_the_callback_measures_the_inputs_and_the_initial_network_before_the_first_step(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from conftest import quiet_trainer
 from ncfine.callbacks import NeuralCollapseCallback
 from ncfine.callbacks import feature_store as features_module
 from ncfine.callbacks.feature_store import FeatureStore
@@ -54,20 +55,7 @@ def fit(tmp_path, epochs=1, resident=False, **trainer_kwargs):
     )
     compare = CompareWithExtraction()
     nc = NeuralCollapseCallback(splits=["test"], fine=False)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        limit_train_batches=2,
-        num_sanity_val_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        default_root_dir=tmp_path,
-        callbacks=[nc, compare],
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(tmp_path, [nc, compare], max_epochs=epochs, num_sanity_val_steps=1, **trainer_kwargs)
     trainer.fit(model, datamodule=datamodule)
     return compare.checked
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from conftest import FAST
+from conftest import FAST, quiet_trainer
 from ncfine.api import compose, train
 from ncfine.callbacks import FineRecoveryCallback, NeuralCollapseCallback
 from ncfine.callbacks.feature_store import FeatureStore
@@ -46,19 +46,7 @@ def test_train_and_test_recovery_share_the_nc_callbacks_passes(tmp_path):
         splits=["train", "test"], max_samples_per_split=caps, kmeans_backend="torch", kmeans_n_init=2
     )
     passes = CountPasses()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=2,
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        default_root_dir=tmp_path,
-        callbacks=[nc, recovery, passes],
-    )
+    trainer = quiet_trainer(tmp_path, [nc, recovery, passes])
     trainer.fit(model, datamodule=datamodule)
 
     # One analysis pass in all: the 200-image training subset, asked for by both callbacks; the
