@@ -87,6 +87,19 @@ def quiet_trainer(tmp_path, callbacks, **overrides):
     return pl.Trainer(**{**options, **overrides})
 
 
+@pytest.fixture(scope="module")
+def tiny_digits_run(tmp_path_factory):
+    """A run dir of one tiny epoch of the digits demo (5 superclasses of 2 digits) with its checkpoint,
+    for the post-hoc apps and benchmarks; no logger, plots or baselines (they read the checkpoint)."""
+    from ncfine.api import compose, train
+
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    overrides = [*FAST, "trainer.max_epochs=1", "logger=none", "callbacks.plots=null", "analysis.baselines=[]"]
+    results = train(compose(overrides, run_dir=run_dir))
+    assert results["status"] == "completed", results["error"]
+    return run_dir
+
+
 def _slurmctld_version() -> str | None:
     """slurmctld's version if SLURM_CONF names a cluster that answers, else None."""
     if not os.environ.get("SLURM_CONF"):

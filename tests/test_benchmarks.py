@@ -196,19 +196,6 @@ def test_throughput_cpu_mode_compares_ncfine_with_both_plain_variants(tmp_path):
     assert f"ncfine/best plain {row['ncfine_vs_best_plain']:.3f}" in proc.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_digits_run(tmp_path_factory):
-    """One tiny epoch of the digits demo, a run dir with a checkpoint, for the post-hoc benchmarks."""
-    from conftest import FAST
-    from ncfine.api import compose, train
-
-    run_dir = tmp_path_factory.mktemp("bench") / "run"
-    overrides = [*FAST, "trainer.max_epochs=1", "logger=none", "callbacks.plots=null", "analysis.baselines=[]"]
-    results = train(compose(overrides, run_dir=run_dir))
-    assert results["status"] == "completed", results["error"]
-    return run_dir
-
-
 @pytest.mark.slow
 def test_recovery_subsets_scores_features_and_pixels_of_the_same_images(tiny_digits_run, tmp_path):
     out = tmp_path / "subsets.json"

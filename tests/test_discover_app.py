@@ -14,23 +14,13 @@ from ncfine.utils.errors import ConfigError
 FAST_DISCOVERY = ["device=cpu", "kmeans_backend=torch", "kmeans_n_init=2", "max_k=4", "images_per_cluster=3"]
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    """A tiny completed run of the digits demo (5 superclasses of 2 digits), with its checkpoint."""
-    run_dir = tmp_path_factory.mktemp("discover") / "run"
-    overrides = [*FAST, "logger=none", "callbacks.plots=null", "analysis.baselines=[]", "trainer.max_epochs=1"]
-    results = train(compose(overrides, run_dir=run_dir))
-    assert results["status"] == "completed", results["error"]
-    return run_dir
-
-
 def _discover(overrides, out):
     return discover_run(compose_discover(overrides, run_dir=out), overrides)
 
 
-def test_discovery_of_a_run_dir_writes_its_files(digits_run, tmp_path):
+def test_discovery_of_a_run_dir_writes_its_files(tiny_digits_run, tmp_path):
     out = tmp_path / "out"
-    results = _discover([f"run={digits_run}", *FAST_DISCOVERY], out)
+    results = _discover([f"run={tiny_digits_run}", *FAST_DISCOVERY], out)
     assert results["status"] == "completed"
     discovery = json.loads((out / "discovery.json").read_text())
     assert discovery["split"] == "train" and discovery["layer"] == "penultimate" and discovery["fine_labels"]
@@ -56,17 +46,17 @@ def test_discovery_of_a_run_dir_writes_its_files(digits_run, tmp_path):
     assert (out / "config.yaml").exists()
 
 
-def test_another_split_and_layer(digits_run, tmp_path):
-    results = _discover([f"run={digits_run}", *FAST_DISCOVERY, "split=test", "layer=layer3"], tmp_path / "out")
+def test_another_split_and_layer(tiny_digits_run, tmp_path):
+    results = _discover([f"run={tiny_digits_run}", *FAST_DISCOVERY, "split=test", "layer=layer3"], tmp_path / "out")
     discovery = json.loads((tmp_path / "out" / "discovery.json").read_text())
     assert results["discovery"]["split"] == "test" and discovery["layer"] == "layer3"
     assert discovery["num_samples"] == 360 and discovery["feature_dim"] == 256
 
 
-def test_the_cli_prints_the_verdict(digits_run, tmp_path):
+def test_the_cli_prints_the_verdict(tiny_digits_run, tmp_path):
     out = tmp_path / "cli"
     proc = run_cli(
-        [f"run={digits_run}", *FAST_DISCOVERY, f"hydra.run.dir={out}"], module="ncfine.layerwise.discover_cli"
+        [f"run={tiny_digits_run}", *FAST_DISCOVERY, f"hydra.run.dir={out}"], module="ncfine.layerwise.discover_cli"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ncfine-discover: completed" in proc.stdout and "superclasses split into sub-clusters" in proc.stdout
@@ -83,20 +73,20 @@ def test_the_cli_prints_the_verdict(digits_run, tmp_path):
         ("criterion=elbow", "unknown criterion 'elbow'; valid criteria are"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(digits_run, tmp_path, override, message):
+def test_bad_input_is_one_line_and_writes_nothing(tiny_digits_run, tmp_path, override, message):
     out = tmp_path / "bad"
     out.mkdir()  # as Hydra makes it before the job runs
     with pytest.raises(ConfigError) as caught:
-        _discover([f"run={digits_run}", *FAST_DISCOVERY, override], out)
+        _discover([f"run={tiny_digits_run}", *FAST_DISCOVERY, override], out)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_bad_input_on_the_command_line_exits_2(digits_run, tmp_path):
+def test_bad_input_on_the_command_line_exits_2(tiny_digits_run, tmp_path):
     out = tmp_path / "bad"
     proc = run_cli(
-        [f"run={digits_run}", *FAST_DISCOVERY, "max_k=100000", f"hydra.run.dir={out}"],
+        [f"run={tiny_digits_run}", *FAST_DISCOVERY, "max_k=100000", f"hydra.run.dir={out}"],
         module="ncfine.layerwise.discover_cli",
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -105,10 +95,10 @@ def test_bad_input_on_the_command_line_exits_2(digits_run, tmp_path):
     assert not out.exists()
 
 
-def test_a_run_dir_without_checkpoint_is_one_line(digits_run, tmp_path):
+def test_a_run_dir_without_checkpoint_is_one_line(tiny_digits_run, tmp_path):
     run_dir = tmp_path / "no_ckpt"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text((digits_run / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text((tiny_digits_run / "config.yaml").read_text())
     with pytest.raises(ConfigError, match=r"has no readable checkpoints/last.ckpt or previous.ckpt"):
         _discover([f"run={run_dir}", *FAST_DISCOVERY], tmp_path / "out")
     assert not (tmp_path / "out").exists()
