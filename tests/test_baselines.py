@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from conftest import FAST, quiet_trainer
 from ncfine.analysis.baselines import baseline_key, baseline_metrics
-from ncfine.analysis.training_keys import feature_metrics, regroup_key
+from ncfine.analysis.recovery import reconstructed_fine_accuracy
+from ncfine.analysis.training_keys import feature_metrics, predict_coarse, regroup_key
 from ncfine.api import compose, train
 from ncfine.callbacks.baselines import BaselinesCallback
 from ncfine.data import HierarchicalDataModule
@@ -119,6 +120,17 @@ def test_the_callback_measures_the_inputs_and_the_initial_network_before_the_fir
     # Digits' pixels hold their fine classes: a recovery number is read against this, not against 0.5.
     assert got["baseline/input/test/kmeans_per_coarse_acc"] > 0.8
 
+    # The reconstruction baselines: the same inputs and initial features, clustered inside the
+    # superclasses the trained head predicts for the same samples.
+    test = extract_features(model, datamodule.analysis_dataloader("test"), torch.device("cpu"), "test")
+    predicted = predict_coarse(test.h, model.head.weight.detach(), model.head.bias.detach())
+    got = callback.reconstruction_metrics({"test": (test.index, predicted)})
+    assert set(got) == {"baseline/input/test/reconstructed_acc", "baseline/init/test/reconstructed_acc"}
+    for name, features in (("input", inputs), ("init", init)):
+        h, coarse, fine = features["test"]
+        expected = reconstructed_fine_accuracy(h, predicted, coarse, fine, backend="torch", n_init=2)["acc"]
+        assert got[f"baseline/{name}/test/reconstructed_acc"] == pytest.approx(expected, abs=1e-12), name
+
 
 def test_baselines_do_not_change_training(tmp_path):
     losses = []
@@ -152,7 +164,8 @@ def test_a_composed_run_carries_its_baselines_in_every_row_and_keeps_them_when_e
     run_dir = tmp_path / "run"
     first = _fast_run(run_dir)
     assert first["status"] == "completed", first["error"]
-    baselines = {k: v for k, v in first["metrics"].items() if k.startswith("baseline/")}
+    # The baselines measured before training; the reconstruction's follow the epoch's predictions.
+    baselines = _before_training(first["metrics"])
     for name in ("input", "init"):
         for key in ("test/kmeans_per_coarse_acc", "test/kmeans_global_acc", "probe_acc", "knn_acc", "train/nc1"):
             assert f"baseline/{name}/{key}" in baselines
@@ -165,11 +178,20 @@ def test_a_composed_run_carries_its_baselines_in_every_row_and_keeps_them_when_e
     assert "  baseline: inputs" in table and "  baseline: untrained network" in table
 
     # Extended by one epoch: resumed from last.ckpt, whose weights are trained. The baselines are
-    # the checkpoint's (those of this run's initialisation), not re-measured on the trained network.
+    # the checkpoint's (those of this run's initialisation), not re-measured on the trained network;
+    # the reconstruction baselines go on, from the inputs extracted again and the untrained features
+    # kept in the checkpoint.
     extended = _fast_run(run_dir, "trainer.max_epochs=3")
     assert extended["status"] == "completed", extended["error"]
     assert extended["epochs_completed"] == 3
-    assert {k: v for k, v in extended["metrics"].items() if k.startswith("baseline/")} == baselines
+    assert _before_training(extended["metrics"]) == baselines
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    for name in ("input", "init"):
+        assert rows[f"baseline/{name}/test/reconstructed_acc"].notna().all()
+
+
+def _before_training(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k.startswith("baseline/") and not k.endswith("/reconstructed_acc")}
 
 
 def test_a_run_resumed_from_a_checkpoint_without_baselines_measures_only_the_inputs(tmp_path, caplog):

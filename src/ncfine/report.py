@@ -18,6 +18,7 @@ ROWS = (
     ("nc/{s}/fine/nc1       NC1 of the fine classes", "nc/train/fine/nc1", "nc/test/fine/nc1"),
     ("fine/{s}/kmeans_per_coarse_acc", "fine/train/kmeans_per_coarse_acc", "fine/test/kmeans_per_coarse_acc"),
     ("fine/{s}/kmeans_global_acc", "fine/train/kmeans_global_acc", "fine/test/kmeans_global_acc"),
+    ("fine/{s}/reconstructed_acc  head + k-means", "fine/train/reconstructed_acc", "fine/test/reconstructed_acc"),
     ("fine/probe_acc        linear probe, train -> test", None, "fine/probe_acc"),
     ("fine/knn_acc          k-NN, test vs train", None, "fine/knn_acc"),
 )

@@ -9,6 +9,8 @@ is one field here and one line there (tests/test_recovery_settings.py holds the 
                         Yang, Steinhardt & Hu 2023) and/or globally (k = number of fine classes)
     normalize           features before k-means: none | center | l2 | center_l2
     kmeans_backend      auto | torch | faiss;  kmeans_n_init, kmeans_max_iter
+    reconstruct         also the fine labels reconstructed end to end (superclass from the head,
+                        fine class from k-means inside it), where the head's predictions are known
     probe               linear probe of the fine labels, fit on train, scored on test;
                         probe_weight_decay, probe_max_iter
     knn                 cosine k-NN of test against train; knn_k
@@ -35,6 +37,7 @@ class RecoverySettings:
     kmeans_backend: str = "auto"
     kmeans_n_init: int = 10
     kmeans_max_iter: int = 100
+    reconstruct: bool = True
     probe: bool = True
     probe_weight_decay: float = 1e-4
     probe_max_iter: int = 100
@@ -74,6 +77,7 @@ class RecoverySettings:
             kmeans_n_init=self.kmeans_n_init,
             kmeans_max_iter=self.kmeans_max_iter,
             seed=self.seed,
+            reconstruct=self.reconstruct,
         )
 
     def probe_options(self) -> dict:

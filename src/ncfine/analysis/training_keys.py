@@ -9,6 +9,9 @@ so a metric means the same thing wherever it is logged:
     fine/<split>/kmeans_<mode>_{acc,nmi,ari}
                             k-means per superclass / globally, Hungarian accuracy, NMI, ARI
                                                                             Yang, Steinhardt & Hu 2023
+    fine/<split>/reconstructed_acc
+                            the fine labels reconstructed end to end: superclass predicted by the
+                            head, fine class by k-means inside it (needs the predictions)
     fine/probe_acc          linear probe of the fine labels, fit on train, scored on test
     fine/knn_acc            cosine k-NN of test against train
 
@@ -24,7 +27,7 @@ import torch
 
 from ncfine.analysis.collapse import nc_metrics
 from ncfine.analysis.probes import knn_probe, linear_probe
-from ncfine.analysis.recovery import fine_recovery
+from ncfine.analysis.recovery import fine_recovery, reconstructed_fine_accuracy
 from ncfine.analysis.settings import RECOVERY_MODES, RecoverySettings, resolve_settings
 
 
@@ -61,8 +64,12 @@ def recovery_keys(
     kmeans_n_init: int = 10,
     kmeans_max_iter: int = 100,
     seed: int = 0,
+    reconstruct: bool = True,
+    predicted: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """`fine/<split>/kmeans_<mode>_{acc,nmi,ari}` for each of `modes` (see `fine_recovery`)."""
+    """`fine/<split>/kmeans_<mode>_{acc,nmi,ari}` for each of `modes` (see `fine_recovery`) and,
+    with `reconstruct` and the predicted superclass of every sample (`predicted`),
+    `fine/<split>/reconstructed_acc` (see `reconstructed_fine_accuracy`)."""
     metrics: dict[str, float] = {}
     for mode in modes:
         result = fine_recovery(
@@ -78,7 +85,61 @@ def recovery_keys(
         )
         for name in ("acc", "nmi", "ari"):
             metrics[f"fine/{split}/kmeans_{mode}_{name}"] = float(result[name])
+    if reconstruct and predicted is not None:
+        metrics.update(
+            reconstruction_keys(
+                split,
+                h,
+                predicted,
+                coarse,
+                fine,
+                normalize=normalize,
+                kmeans_backend=kmeans_backend,
+                kmeans_n_init=kmeans_n_init,
+                kmeans_max_iter=kmeans_max_iter,
+                seed=seed,
+            )
+        )
     return metrics
+
+
+def reconstruction_keys(
+    split: str,
+    h: torch.Tensor,
+    predicted: torch.Tensor,
+    coarse: torch.Tensor,
+    fine: torch.Tensor,
+    *,
+    normalize: str = "none",
+    kmeans_backend: str = "auto",
+    kmeans_n_init: int = 10,
+    kmeans_max_iter: int = 100,
+    seed: int = 0,
+) -> dict[str, float]:
+    """`fine/<split>/reconstructed_acc`: k-means of `h` inside each predicted superclass, scored
+    10-way against the fine labels (`reconstructed_fine_accuracy`)."""
+    result = reconstructed_fine_accuracy(
+        h,
+        predicted,
+        coarse,
+        fine,
+        normalize=normalize,
+        backend=kmeans_backend,
+        n_init=kmeans_n_init,
+        max_iter=kmeans_max_iter,
+        seed=seed,
+    )
+    return {f"fine/{split}/reconstructed_acc": float(result["acc"])}
+
+
+def predict_coarse(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The superclass a linear head predicts for each row of `h`: argmax_c (W h + b)_c, in float32
+    or wider (the features may be bf16)."""
+    dtype = torch.promote_types(h.dtype, torch.float32)
+    logits = h.to(dtype) @ weight.to(device=h.device, dtype=dtype).T
+    if bias is not None:
+        logits = logits + bias.to(device=h.device, dtype=dtype)
+    return logits.argmax(dim=1)
 
 
 def probe_keys(
@@ -144,6 +205,7 @@ def feature_metrics(
     fine: bool = True,
     nc_splits: Sequence[str] | None = None,
     recovery_splits: Sequence[str] = ("test",),
+    predicted: Mapping[str, torch.Tensor] | None = None,
     settings: RecoverySettings | None = None,
     **recovery,
 ) -> dict[str, float]:
@@ -151,8 +213,9 @@ def feature_metrics(
 
     `fine=False` (coarse and fine labels are the same classes) leaves out everything fine.
     NC runs on `nc_splits` (default: every split given), k-means on `recovery_splits` that are
-    given, the probes when both `train` and `test` are given; `settings` (a `RecoverySettings`, or
-    its fields as keywords `recovery`; default `RecoverySettings()`) say how.
+    given, the reconstruction on those of them that `predicted` ({split: predicted superclass per
+    sample}) covers, the probes when both `train` and `test` are given; `settings` (a
+    `RecoverySettings`, or its fields as keywords `recovery`; default `RecoverySettings()`) say how.
     """
     settings = resolve_settings(settings, recovery, "feature_metrics")
     metrics: dict[str, float] = {}
@@ -176,7 +239,16 @@ def feature_metrics(
     for split in recovery_splits:
         if split in splits:
             h, coarse, fine_labels = splits[split]
-            metrics.update(recovery_keys(split, h, coarse, fine_labels, **settings.kmeans_options()))
+            metrics.update(
+                recovery_keys(
+                    split,
+                    h,
+                    coarse,
+                    fine_labels,
+                    predicted=(predicted or {}).get(split),
+                    **settings.kmeans_options(),
+                )
+            )
     if (settings.probe or settings.knn) and "train" in splits and "test" in splits:
         (train_h, _, train_fine), (test_h, _, test_fine) = splits["train"], splits["test"]
         metrics.update(

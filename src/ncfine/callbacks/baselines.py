@@ -12,6 +12,14 @@ every row of metrics.csv (so results.json's final metrics hold them too), and th
 checkpoint, so a resumed run reports the baselines of its own initialisation. A run resumed from a
 checkpoint written without them (an older ncfine) measures the input baseline and says that the
 init baseline is lost with the initial weights.
+
+One recovery metric depends on the epoch: the fine labels reconstructed inside the superclasses the
+trained head predicts (`fine/<split>/reconstructed_acc`). Its baselines cluster the inputs and the
+untrained features inside the same predicted superclasses, so only the features differ; the fine
+recovery callback asks for them every analysed epoch (`reconstruction_metrics`). The callback keeps
+the baseline features of the recovery splits for that (rank 0): the untrained ones in the checkpoint
+too, the inputs extracted again by a resumed run. Unlike the others, these baseline keys follow the
+epoch: each row holds the value measured with that epoch's predictions.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from collections.abc import Mapping, Sequence
 import pytorch_lightning as pl
 import torch
 
-from ncfine.analysis.baselines import BASELINES, INIT, INPUT, baseline_metrics
+from ncfine.analysis.baselines import BASELINES, INIT, INPUT, baseline_key, baseline_metrics
 from ncfine.analysis.settings import RecoverySettings
+from ncfine.analysis.training_keys import reconstruction_keys
 from ncfine.features import (
     ANALYSIS_SPLITS,
     PENULTIMATE,
+    Features,
     check_sample_caps,
     extract_layer_features,
     extraction_autocast,
@@ -84,14 +94,25 @@ class BaselinesCallback(pl.Callback):
         self.metrics: dict[str, float] = {}
         self.measured: tuple[str, ...] = ()  # the baselines `metrics` holds (restored from a checkpoint too)
         self.seconds: float | None = None
+        # {name: {recovery split: Features}} of the baselines, for `reconstruction_metrics` (rank 0).
+        self.features: dict[str, dict[str, Features]] = {}
+        self._mismatch_logged = False
 
     # ---- state carried inside the checkpoint -------------------------------------------------
     def state_dict(self) -> dict:
-        return {"metrics": dict(self.metrics), "measured": list(self.measured)}
+        # The untrained features for the reconstruction baselines (their initial weights are gone
+        # after the first step); the inputs are extracted again on resume instead (larger, unchanged).
+        init = {
+            split: {field: getattr(f, field).cpu() for field in ("h", "coarse", "fine", "index")}
+            for split, f in self.features.get(INIT, {}).items()
+        }
+        return {"metrics": dict(self.metrics), "measured": list(self.measured), "init_features": init}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.metrics = dict(state_dict.get("metrics", {}))
         self.measured = tuple(state_dict.get("measured", ()))
+        init = state_dict.get("init_features") or {}
+        self.features = {INIT: {split: Features(split=split, **f) for split, f in init.items()}} if init else {}
 
     # ---- hooks ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -103,6 +124,7 @@ class BaselinesCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         wanted = [b for b in self.baselines if b not in self.measured]
         if not wanted:
+            self._restore_reconstruction_features(trainer, pl_module)
             return  # resumed: the checkpoint holds this run's baselines
         if INIT in wanted and trainer.global_step > 0:
             wanted.remove(INIT)
@@ -125,14 +147,45 @@ class BaselinesCallback(pl.Callback):
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, names: Sequence[str]) -> dict[str, float]:
         """The metrics of baselines `names` for the model as it is now (every rank extracts its
         shard; rank 0 computes; the result is broadcast)."""
-        datamodule = trainer.datamodule
-        hierarchy = datamodule.hierarchy
+        hierarchy = trainer.datamodule.hierarchy
         fine = not hierarchy.is_identity
         probes = fine and (self.settings.probe or self.settings.knn)
         splits = dict.fromkeys(
             (*self.nc_splits, *(self.recovery_splits if fine else ()), *(ANALYSIS_SPLITS if probes else ()))
         )
-        layers = [INPUT_LAYER if name == INPUT else PENULTIMATE for name in names]
+        by_split = self._extract(trainer, pl_module, names, splits)
+        metrics = None
+        if trainer.is_global_zero:
+            features = {name: {split: by_split[split][_layer(name)] for split in splits} for name in names}
+            head = pl_module.head
+            classifiers = {}
+            if isinstance(head, torch.nn.Linear):
+                classifiers[INIT] = (head.weight.detach(), head.bias.detach() if head.bias is not None else None)
+            metrics = baseline_metrics(
+                {
+                    name: {split: (f.h, f.coarse, f.fine) for split, f in found.items()}
+                    for name, found in features.items()
+                },
+                classifiers=classifiers,
+                num_coarse=hierarchy.num_coarse,
+                num_fine=hierarchy.num_fine,
+                fine=fine,
+                nc_splits=self.nc_splits,
+                recovery_splits=self.recovery_splits,
+                settings=self.settings,
+            )
+            if self._reconstructs(trainer):
+                for name, found in features.items():
+                    self.features[name] = {split: found[split] for split in self.recovery_splits if split in found}
+        if trainer.world_size > 1:
+            metrics = trainer.strategy.broadcast(metrics, src=0)
+        return dict(metrics or {})
+
+    def _extract(self, trainer, pl_module, names: Sequence[str], splits) -> dict[str, dict[str, Features]]:
+        """{split: {layer: Features}} of the layers baselines `names` read, one eval pass per split
+        over the fixed subsets (every rank; gathered)."""
+        datamodule = trainer.datamodule
+        layers = list(dict.fromkeys(_layer(name) for name in names))
         device = pl_module.device
         autocast = extraction_autocast(trainer, device)
         by_split = {}
@@ -142,29 +195,60 @@ class BaselinesCallback(pl.Callback):
             by_split[split] = extract_layer_features(
                 pl_module, loader, device, split, layers, "flatten", self.input_size, autocast
             )
-        metrics = None
-        if trainer.is_global_zero:
-            features = {}
-            for name in names:
-                layer = INPUT_LAYER if name == INPUT else PENULTIMATE
-                features[name] = {split: (f[layer].h, f[layer].coarse, f[layer].fine) for split, f in by_split.items()}
-            head = pl_module.head
-            classifiers = {}
-            if isinstance(head, torch.nn.Linear):
-                classifiers[INIT] = (head.weight.detach(), head.bias.detach() if head.bias is not None else None)
-            metrics = baseline_metrics(
-                features,
-                classifiers=classifiers,
-                num_coarse=hierarchy.num_coarse,
-                num_fine=hierarchy.num_fine,
-                fine=fine,
-                nc_splits=self.nc_splits,
-                recovery_splits=self.recovery_splits,
-                settings=self.settings,
+        return by_split
+
+    # ---- the reconstruction baselines, every analysed epoch ------------------------------------
+    def _reconstructs(self, trainer: pl.Trainer) -> bool:
+        return self.settings.reconstruct and bool(self.recovery_splits) and not trainer.datamodule.hierarchy.is_identity
+
+    def _restore_reconstruction_features(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After a resume: the inputs again (one pass; they do not change); the untrained features
+        come from the checkpoint, where it has them."""
+        if not self._reconstructs(trainer):
+            return
+        if INPUT in self.measured and INPUT not in self.features:
+            by_split = self._extract(trainer, pl_module, [INPUT], self.recovery_splits)
+            if trainer.is_global_zero:
+                self.features[INPUT] = {split: found[INPUT_LAYER] for split, found in by_split.items()}
+        if INIT in self.measured and INIT not in self.features and trainer.is_global_zero:
+            log.warning(
+                "baselines: resumed from a checkpoint without the untrained network's features, "
+                "so baseline/init/<split>/reconstructed_acc is not measured from here on"
             )
-        if trainer.world_size > 1:
-            metrics = trainer.strategy.broadcast(metrics, src=0)
-        return dict(metrics or {})
+
+    def reconstruction_metrics(self, predicted: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """`baseline/<name>/<split>/reconstructed_acc` for {split: (sample index, predicted superclass)}
+        of the trained network now: each baseline's features clustered inside the superclasses the
+        trained head predicts for the same samples (rank 0; empty where the features are not kept)."""
+        metrics: dict[str, float] = {}
+        for name, by_split in self.features.items():
+            for split, base in by_split.items():
+                if split not in predicted:
+                    continue
+                index, labels = predicted[split]
+                if not torch.equal(base.index.cpu(), index.cpu()):
+                    if not self._mismatch_logged:
+                        log.warning(
+                            f"baselines: the {split} samples analysed now are not the ones the baselines measured "
+                            "(set the same max_samples / max_samples_per_split in callbacks.baselines); "
+                            "their reconstruction baselines are left out"
+                        )
+                        self._mismatch_logged = True
+                    continue
+                found = reconstruction_keys(
+                    split,
+                    base.h,
+                    labels.to(base.h.device),
+                    base.coarse,
+                    base.fine,
+                    normalize=self.settings.normalize,
+                    kmeans_backend=self.settings.kmeans_backend,
+                    kmeans_n_init=self.settings.kmeans_n_init,
+                    kmeans_max_iter=self.settings.kmeans_max_iter,
+                    seed=self.settings.seed,
+                )
+                metrics.update({baseline_key(name, key): value for key, value in found.items()})
+        return metrics
 
     def describe(self, names: Sequence[str]) -> str:
         """One line: the headline recovery values of each baseline just measured."""
@@ -179,3 +263,8 @@ class BaselinesCallback(pl.Callback):
                 parts.append(f"{label}: {', '.join(values)}")
         took = f" ({self.seconds:.1f} s)" if self.seconds is not None else ""
         return f"baselines before training{took}: " + ("; ".join(parts) or f"{', '.join(names)} measured")
+
+
+def _layer(name: str) -> str:
+    """The feature layer baseline `name` reads: the inputs or the penultimate features."""
+    return INPUT_LAYER if name == INPUT else PENULTIMATE

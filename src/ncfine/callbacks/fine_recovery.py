@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
+
 from ncfine.analysis.settings import RecoverySettings
-from ncfine.analysis.training_keys import probe_keys, recovery_keys
+from ncfine.analysis.training_keys import predict_coarse, probe_keys, recovery_keys
+from ncfine.callbacks.baselines import BaselinesCallback
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.utils.logging import RankedLogger
 
@@ -18,6 +21,10 @@ class FineRecoveryCallback(EpochAnalysisCallback):
     - `fine/<split>/kmeans_<mode>_{acc,nmi,ari}`: k-means per coarse class (the paper's protocol:
       k = number of fine classes in the coarse class) or globally (k = number of fine classes),
       scored by Hungarian-matched accuracy, NMI and ARI;
+    - `fine/<split>/reconstructed_acc` (with a linear head): the fine labels reconstructed end to
+      end, k-means inside each superclass the head predicts, scored 10-way; beside it, with the
+      baselines callback, `baseline/<input|init>/<split>/reconstructed_acc`: the inputs and the
+      untrained features clustered inside the same predicted superclasses;
     - `fine/probe_acc`: a linear probe of fine labels fit on train features, scored on test;
     - `fine/knn_acc`: cosine k-NN of test features against train features.
     """
@@ -59,9 +66,27 @@ class FineRecoveryCallback(EpochAnalysisCallback):
                 self._skip_logged = True
             return {}
         metrics: dict[str, float] = {}
+        head = pl_module.head
+        reconstruct = self.settings.reconstruct and isinstance(head, torch.nn.Linear)
+        predicted = {}
         for split in self.splits:
             feats = self.features(trainer, pl_module, split)
-            metrics.update(recovery_keys(split, feats.h, feats.coarse, feats.fine, **self.settings.kmeans_options()))
+            if reconstruct:
+                bias = head.bias.detach() if head.bias is not None else None
+                predicted[split] = (feats.index, predict_coarse(feats.h, head.weight.detach(), bias))
+            metrics.update(
+                recovery_keys(
+                    split,
+                    feats.h,
+                    feats.coarse,
+                    feats.fine,
+                    predicted=predicted[split][1] if reconstruct else None,
+                    **self.settings.kmeans_options(),
+                )
+            )
+        baselines = next((c for c in trainer.callbacks if isinstance(c, BaselinesCallback)), None)
+        if predicted and baselines is not None:
+            metrics.update(baselines.reconstruction_metrics(predicted))
         if self.settings.probe or self.settings.knn:
             train, test = self.features(trainer, pl_module, "train"), self.features(trainer, pl_module, "test")
             metrics.update(

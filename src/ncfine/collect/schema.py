@@ -36,6 +36,12 @@ METRIC_COLUMNS = (
     "baseline/input/test/kmeans_per_coarse_acc",
     "baseline/init/test/kmeans_per_coarse_acc",
     "fine/test/kmeans_global_acc",
+    # The fine labels reconstructed end to end (superclass from the head, fine class from k-means
+    # inside it), bounded by val/acc; set beside a fine-label run's val/acc. Its baselines cluster
+    # the inputs and the untrained features inside the same predicted superclasses.
+    "fine/test/reconstructed_acc",
+    "baseline/input/test/reconstructed_acc",
+    "baseline/init/test/reconstructed_acc",
     "fine/probe_acc",
     "baseline/input/probe_acc",
     "baseline/init/probe_acc",
