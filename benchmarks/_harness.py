@@ -1,7 +1,7 @@
 """What the training benchmarks share: timing ncfine's real Trainer/module/data path per epoch.
 
 `ncfine_epochs` composes the config exactly as `ncfine-train OVERRIDES` would and builds it with
-`ncfine.pipeline.build` (the same code path as a real run), adding only a timing callback.
+`ncfine.run.pipeline.build` (the same code path as a real run), adding only a timing callback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from ncfine.api import compose
-from ncfine.pipeline import build
+from ncfine.run.pipeline import build
 
 
 def sync(device: torch.device) -> None:

@@ -30,7 +30,7 @@ import torch
 from ncfine.analysis.collapse import nc_metrics
 from ncfine.analysis.recovery import fine_recovery
 from ncfine.features import extract_features, subset_indices
-from ncfine.layerwise.sources import load_run
+from ncfine.posthoc.sources import load_run
 from ncfine.utils.instantiate import instantiate
 
 RECOVERY_THRESHOLD = 0.005  # 0.5 points of accuracy

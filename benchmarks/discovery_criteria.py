@@ -29,7 +29,7 @@ def run_features(run_dir: str, split: str, device: str = "cpu"):
     """(penultimate Features, logits or None, hierarchy) of `split`, as ncfine-discover extracts them."""
     from ncfine.api import compose_discover
     from ncfine.features import LOGITS, PENULTIMATE, as_layer_model, extract_layer_features
-    from ncfine.layerwise.run import build_source, with_run
+    from ncfine.posthoc.analyze_job import build_source, with_run
 
     overrides = [f"run={run_dir}", f"device={device}"]
     cfg, loaded = with_run(compose_discover(overrides, run_dir="/tmp/unused"), overrides)

@@ -35,7 +35,7 @@ def split_features(run_dir: str, split: str):
     a run dir's last checkpoint: one eval pass under the run's autocast."""
     from ncfine.api import compose_analyze
     from ncfine.features import INPUT, LOGITS, PENULTIMATE, extract_layer_features
-    from ncfine.layerwise.run import build_source, with_run
+    from ncfine.posthoc.analyze_job import build_source, with_run
 
     overrides = [f"run={run_dir}", "device=cpu"]
     cfg, loaded = with_run(compose_analyze(overrides, run_dir="/tmp/unused"), overrides)

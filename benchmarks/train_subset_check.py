@@ -26,7 +26,7 @@ from ncfine.analysis.collapse import nc_metrics
 from ncfine.analysis.probes import knn_probe, linear_probe
 from ncfine.api import compose
 from ncfine.features import Features, extract_features, subset_indices
-from ncfine.pipeline import build
+from ncfine.run.pipeline import build
 
 
 def values(train: Features, test: Features, weight, bias, num_coarse: int, num_fine: int) -> dict[str, float]:

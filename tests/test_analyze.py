@@ -99,7 +99,7 @@ def test_cli_analyses_a_run_dir(trained_run, tmp_path):
     out = tmp_path / "cli"
     proc = run_cli(
         [f"run={run_dir}", "device=cpu", f"hydra.run.dir={out}", "layers=[net.6,penultimate]"],
-        module="ncfine.analyze_cli",
+        module="ncfine.posthoc.analyze_cli",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ncfine-analyze: completed" in proc.stdout and "report.md" in proc.stdout
@@ -117,7 +117,7 @@ def test_cli_multirun_over_sweep_cells_takes_their_dirs_as_printed(trained_run, 
     shutil.copytree(run_dir, other)
     proc = run_cli(
         ["-m", f"run={run_dir},{other}", "device=cpu", "layers=[penultimate]", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        module="ncfine.analyze_cli",
+        module="ncfine.posthoc.analyze_cli",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = summarize(load_runs(tmp_path / "sweep"))
@@ -144,7 +144,7 @@ def test_python_api_on_any_module_with_loaders():
 def test_weights_file_with_its_own_head(tmp_path):
     import timm
 
-    from ncfine.layerwise.sources import build_model
+    from ncfine.posthoc.sources import build_model
 
     source = timm.create_model("resnet10t", num_classes=5)
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "r.pth")
@@ -159,7 +159,7 @@ def test_weights_file_with_its_own_head(tmp_path):
 def test_weights_for_another_architecture_is_a_one_line_error(tmp_path):
     import timm
 
-    from ncfine.layerwise.sources import build_model
+    from ncfine.posthoc.sources import build_model
 
     torch.save(timm.create_model("resnet10t", num_classes=5).state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(
@@ -210,7 +210,8 @@ def test_cli_resnet_run_reproduced_and_bad_input_exit_code(log_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     trained = json.loads((tmp_path / "run" / "results.json").read_text())
     proc = run_cli(
-        [f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'an'}", "device=cpu"], module="ncfine.analyze_cli"
+        [f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'an'}", "device=cpu"],
+        module="ncfine.posthoc.analyze_cli",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "an" / "results.json").read_text())
@@ -218,7 +219,8 @@ def test_cli_resnet_run_reproduced_and_bad_input_exit_code(log_dir, tmp_path):
         assert results["metrics"][key] == trained["metrics"][key], key
     assert results["analysis"]["layers"] == ["act1", "layer1", "layer2", "layer3", "layer4", "penultimate"]
     bad = run_cli(
-        [f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'bad'}", "layers=[layer9]"], module="ncfine.analyze_cli"
+        [f"run={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'bad'}", "layers=[layer9]"],
+        module="ncfine.posthoc.analyze_cli",
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("ncfine: error: unknown layer 'layer9'")

@@ -21,7 +21,7 @@ from ncfine.data import HierarchicalDataModule
 from ncfine.data.sources import DigitsSource
 from ncfine.features import extract_features
 from ncfine.models import CoarseClassifier
-from ncfine.report import format_summary
+from ncfine.results.report import format_summary
 from ncfine.utils.errors import ConfigError
 
 SETTINGS = dict(kmeans_backend="torch", kmeans_n_init=2, probe_max_iter=30)

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from conftest import FAST
 from fakes import write_fake_cifar10
 from ncfine.api import compose, train
-from ncfine.config import CONFIG_DIR
-from ncfine.pipeline import build
+from ncfine.run.pipeline import build
+from ncfine.utils.config import CONFIG_DIR
 
 ARMS = {  # arm -> (backbone, feature dim at width 0.25, classes trained on)
     "resnet18": ("resnet18", 128, 5),

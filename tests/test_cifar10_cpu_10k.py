@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from conftest import FAST
 from fakes import write_fake_cifar10
 from ncfine.api import compose, train
-from ncfine.pipeline import build
+from ncfine.run.pipeline import build
 
 # part -> (arm, backbone, lr, seeds)
 PARTS = {
@@ -32,7 +32,7 @@ def test_every_part_sweeps_into_one_sweep_dir_with_distinct_jobs():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from ncfine.config import CONFIG_DIR, register_resolvers
+    from ncfine.utils.config import CONFIG_DIR, register_resolvers
 
     register_resolvers()
     jobs = set()

@@ -20,7 +20,7 @@ from ncfine.collect import (
     trajectory_points,
 )
 from ncfine.collect.trajectories import INIT_LABEL
-from ncfine.run_dir import rows_to_csv
+from ncfine.results.run_dir import rows_to_csv
 
 EPOCHS = 10
 ANALYSED = (4, 9)  # analysis every 5th epoch, as experiment=cifar10_cpu runs it

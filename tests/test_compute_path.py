@@ -112,7 +112,7 @@ def test_a_run_logs_and_records_its_path(
     tmp_path, cpu_reports, caplog, capabilities, overrides, precision, channels_last
 ):
     cpu_reports(capabilities)
-    with caplog.at_level(logging.INFO, logger="ncfine.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ncfine.run.pipeline"):
         results = train(run_cfg(tmp_path, *overrides))
     assert results["status"] == "completed", results["error"]
     compute = results["compute"]

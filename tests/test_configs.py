@@ -7,10 +7,10 @@ import pytest
 from conftest import FAST
 from fakes import write_fake_cifar10, write_fake_cifar100, write_fake_imagefolder
 from ncfine.api import compose, train
-from ncfine.config import CONFIG_DIR
 from ncfine.optim.param_groups import build_param_groups
-from ncfine.pipeline import build
-from ncfine.validation import validate_config
+from ncfine.run.pipeline import build
+from ncfine.run.validation import validate_config
+from ncfine.utils.config import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 

@@ -56,7 +56,7 @@ def test_another_split_and_layer(tiny_digits_run, tmp_path):
 def test_the_cli_prints_the_verdict(tiny_digits_run, tmp_path):
     out = tmp_path / "cli"
     proc = run_cli(
-        [f"run={tiny_digits_run}", *FAST_DISCOVERY, f"hydra.run.dir={out}"], module="ncfine.layerwise.discover_cli"
+        [f"run={tiny_digits_run}", *FAST_DISCOVERY, f"hydra.run.dir={out}"], module="ncfine.posthoc.discover_cli"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ncfine-discover: completed" in proc.stdout and "superclasses split into sub-clusters" in proc.stdout
@@ -87,7 +87,7 @@ def test_bad_input_on_the_command_line_exits_2(tiny_digits_run, tmp_path):
     out = tmp_path / "bad"
     proc = run_cli(
         [f"run={tiny_digits_run}", *FAST_DISCOVERY, "max_k=100000", f"hydra.run.dir={out}"],
-        module="ncfine.layerwise.discover_cli",
+        module="ncfine.posthoc.discover_cli",
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = [line for line in proc.stderr.splitlines() if line.strip()]

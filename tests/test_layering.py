@@ -3,8 +3,10 @@
 Read from the source (AST, every import, function-local ones included):
 - no package of ncfine imports a package that imports it back (directly or through others);
 - no module imports another package's `_private` name;
-- `ncfine.analysis` and `ncfine.features` import no Lightning and no Hydra, and the analyze
-  application (`ncfine.layerwise`) nothing from `ncfine.callbacks`.
+- `ncfine.analysis` and `ncfine.features` import no Lightning and no Hydra; the apps that take a
+  trained model (`ncfine.posthoc`) nothing from training (`ncfine.callbacks`, `ncfine.run`); one
+  training run (`ncfine.run`) nothing from the sweeps above it or the apps beside it; what they
+  share (`ncfine.results`, `ncfine.utils`) nothing from any of them.
 """
 
 from __future__ import annotations
@@ -100,9 +102,13 @@ def test_no_cross_package_import_of_a_private_name():
     "package, forbidden",
     [
         ("analysis", ("pytorch_lightning", "lightning", "hydra", "omegaconf", "ncfine.callbacks", "ncfine.features")),
-        ("features", ("pytorch_lightning", "lightning", "hydra", "omegaconf", "ncfine.callbacks", "ncfine.layerwise")),
-        ("layerwise", ("ncfine.callbacks", "ncfine.pipeline")),
-        ("callbacks", ("ncfine.layerwise", "ncfine.pipeline")),
+        ("features", ("pytorch_lightning", "lightning", "hydra", "omegaconf", "ncfine.callbacks", "ncfine.posthoc")),
+        ("posthoc", ("ncfine.callbacks", "ncfine.run")),
+        ("callbacks", ("ncfine.posthoc", "ncfine.run", "ncfine.sweep")),
+        ("run", ("ncfine.sweep", "ncfine.posthoc", "ncfine.collect")),
+        ("sweep", ("ncfine.posthoc", "ncfine.collect")),
+        ("results", ("ncfine.run", "ncfine.sweep", "ncfine.posthoc", "ncfine.callbacks", "ncfine.collect")),
+        ("utils", ("ncfine.run", "ncfine.sweep", "ncfine.posthoc", "ncfine.callbacks", "ncfine.collect")),
     ],
 )
 def test_lower_layers_import_nothing_above_them(package, forbidden):
@@ -113,3 +119,13 @@ def test_lower_layers_import_nothing_above_them(package, forbidden):
         if any(module == f or module.startswith(f + ".") for f in forbidden)
     ]
     assert not bad, bad
+
+
+def test_the_package_root_is_a_table_of_contents():
+    # Entry points and the notebook API beside the packages; every package says its job in its
+    # docstring's first line.
+    root = SRC / "ncfine"
+    assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py", "api.py", "plot.py", "train.py"]
+    for package in sorted(p.parent for p in root.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
+        assert doc and doc.splitlines()[0].strip(), f"{package.name} has no docstring saying its job"

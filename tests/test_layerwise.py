@@ -111,7 +111,7 @@ FAST_SETTINGS = dict(max_samples=150, kmeans_n_init=2, probe_max_iter=30)
 
 
 def test_stages_replaced_by_identity_keep_the_earlier_layers_metrics():
-    from ncfine.layerwise.api import run_analysis
+    from ncfine.posthoc.analyze import run_analysis
 
     torch.manual_seed(0)
     dm = _digits()
@@ -126,7 +126,7 @@ def test_stages_replaced_by_identity_keep_the_earlier_layers_metrics():
 
 
 def test_a_network_of_identities_keeps_input_level_recovery():
-    from ncfine.layerwise.api import run_analysis
+    from ncfine.posthoc.analyze import run_analysis
 
     dm = _digits()
     model, _ = create_backbone("resnet10t", small_input=True, img_size=16)
@@ -190,7 +190,7 @@ def test_layerwise_callback_logs_every_layer_in_training(tmp_path):
 
 
 def test_per_split_caps_combine_with_max_samples_and_reject_bad_values():
-    from ncfine.layerwise.api import run_analysis
+    from ncfine.posthoc.analyze import run_analysis
 
     dm = _digits()
     model, _ = create_backbone("resnet10t", small_input=True, img_size=16)

@@ -1,5 +1,5 @@
 """trainer.num_nodes: the config key, trainer=ddp_multinode, and the checks that stop a multi-node
-run nothing would start on its other nodes before it waits in DDP's rendezvous (ncfine.multinode).
+run nothing would start on its other nodes before it waits in DDP's rendezvous (ncfine.sweep.multinode).
 Fast tier; the real 2-node runs are in test_slurm_multinode.py."""
 
 import json
@@ -10,9 +10,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import run_cli
-from ncfine.config import CONFIG_DIR
-from ncfine.multinode import lost_peer_error, node_count_overrides, run_error, sweep_error
-from ncfine.submitit_jobs import SECONDARY_TASK_OVERRIDES, secondary_task_overrides
+from ncfine.run.nodes import lost_peer_error, run_error
+from ncfine.sweep.multinode import node_count_overrides, sweep_error
+from ncfine.sweep.submitit_jobs import SECONDARY_TASK_OVERRIDES, secondary_task_overrides
+from ncfine.utils.config import CONFIG_DIR
 
 
 def test_num_nodes_is_a_trainer_key_and_ddp_multinode_sets_it():
@@ -97,7 +98,7 @@ GLOO_RESET = (
 
 
 def test_lost_peer_error_is_one_short_line(tmp_path):
-    from ncfine.pipeline import failure_error
+    from ncfine.run.pipeline import failure_error
 
     assert (
         lost_peer_error(RuntimeError(GLOO_RESET), 2)
@@ -125,7 +126,7 @@ def _train_with_peer_loss(tmp_path, monkeypatch, sigterm):
     import pytorch_lightning as pl
     from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
 
-    import ncfine.pipeline as pipeline
+    import ncfine.run.pipeline as pipeline
     from ncfine.api import compose, train
 
     def notifier_whose_broadcast_fails(self, signum, frame):

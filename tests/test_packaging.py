@@ -76,7 +76,7 @@ def test_installed_wheel_composes_its_own_configs(unpacked_wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("NCFINE_CONFIG_DIR", None)
     probe = subprocess.run(
-        [sys.executable, "-c", "import ncfine.config as c; print(c.__file__); print(c.CONFIG_DIR)"],
+        [sys.executable, "-c", "import ncfine.utils.config as c; print(c.__file__); print(c.CONFIG_DIR)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""A sweep with a bad value stops before any job starts (ncfine.preflight), a run-time failure
+"""A sweep with a bad value stops before any job starts (ncfine.sweep.preflight), a run-time failure
 summary puts each reason first and whole, and a completed run re-run with a larger
 trainer.max_epochs is extended, not skipped (issue #27).
 
@@ -123,7 +123,7 @@ def test_completed_run_is_extended_by_a_larger_max_epochs(tmp_path, caplog):
 
     first = run(2)
     assert first["status"] == "completed" and first["epochs_completed"] == 2
-    with caplog.at_level("INFO", logger="ncfine.pipeline"):
+    with caplog.at_level("INFO", logger="ncfine.run.pipeline"):
         assert run(2)["wall_time_s"] == first["wall_time_s"]  # the same count: skipped, as before
     assert "already completed (2 epochs); skipping. To train it further re-run it with a larger trainer.max_epochs" in (
         caplog.text

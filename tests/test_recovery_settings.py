@@ -12,8 +12,8 @@ from ncfine.analysis.settings import RecoverySettings
 from ncfine.api import compose
 from ncfine.callbacks.fine_recovery import FineRecoveryCallback
 from ncfine.callbacks.layerwise import LayerwiseCallback
-from ncfine.config import CONFIG_DIR, register_resolvers
-from ncfine.layerwise.run import INHERITED
+from ncfine.posthoc.analyze_job import INHERITED
+from ncfine.utils.config import CONFIG_DIR, register_resolvers
 from ncfine.utils.errors import ConfigError
 from ncfine.utils.instantiate import instantiate
 

@@ -15,9 +15,10 @@ from omegaconf import OmegaConf
 from submitit.core.job_environment import SignalHandler
 from submitit.core.utils import DelayedSubmission, FailedJobError, UncompletedJobError
 
-from ncfine import pipeline, submitit_jobs
-from ncfine.submitit_jobs import FORGOTTEN, QueueWatcher, collect_outcomes, not_requeued_error, parse_squeue
-from ncfine.sweep_status import MANIFEST_DIR, fail_unfinished_run, job_statuses
+from ncfine.run import pipeline, requeue
+from ncfine.run.requeue import not_requeued_error
+from ncfine.sweep.status import MANIFEST_DIR, fail_unfinished_run, job_statuses
+from ncfine.sweep.submitit_jobs import FORGOTTEN, QueueWatcher, collect_outcomes, parse_squeue
 
 RESUME = "re-run the same command to resume from checkpoints/last.ckpt"
 
@@ -39,7 +40,7 @@ def test_without_accounting_states_come_from_squeue_and_sacct_is_reported_once(t
     watcher = QueueWatcher()
     for job_id in ("7_0", "7_1", "7_2", "5"):
         watcher.register_job(job_id)
-    with caplog.at_level(logging.WARNING, logger="ncfine.submitit_jobs"):
+    with caplog.at_level(logging.WARNING, logger="ncfine.sweep.submitit_jobs"):
         watcher.update()
         watcher.update()
     warnings = [r.getMessage() for r in caplog.records if "sacct" in r.getMessage()]
@@ -188,7 +189,7 @@ def test_submitits_last_time_limit_ends_the_run_failed_and_an_earlier_one_requeu
     # submitit's real signal handler, as the deferred one the pipeline hands over to after fit
     # stopped and last.ckpt was saved; the job's launcher config says max_num_timeout.
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    monkeypatch.setattr(submitit_jobs, "_job_max_num_timeout", lambda: max_num_timeout)
+    monkeypatch.setattr(requeue, "_job_max_num_timeout", lambda: max_num_timeout)
     run_dir = _run_dir(tmp_path / "run", "running")
     delayed = DelayedSubmission(_Task())
     delayed.set_timeout(0, max_num_timeout - timeouts_before)  # 0 minutes: this signal is a time limit

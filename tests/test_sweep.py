@@ -322,7 +322,7 @@ def test_under_submitit_on_slurm_only_submitit_requeues(monkeypatch, tmp_path):
     from lightning_fabric.plugins.environments import SLURMEnvironment
     from omegaconf import OmegaConf
 
-    from ncfine.pipeline import requeue_plugins
+    from ncfine.run.pipeline import requeue_plugins
 
     cfg = OmegaConf.create({"trainer": {"max_epochs": 1}})
     for key, value in SLURM_ENV.items():
@@ -347,7 +347,7 @@ def test_under_submitit_on_slurm_only_submitit_requeues(monkeypatch, tmp_path):
 
 
 def test_sweep_status_counts_jobs_that_died_without_results_as_missing(tmp_path):
-    from ncfine.sweep_status import MANIFEST_DIR, job_statuses, summary_line
+    from ncfine.sweep.status import MANIFEST_DIR, job_statuses, summary_line
 
     manifest = tmp_path / MANIFEST_DIR
     manifest.mkdir()

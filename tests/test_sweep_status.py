@@ -9,7 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from ncfine.sweep_status import (
+from ncfine.sweep.status import (
     MANIFEST_DIR,
     OWNER_LOCK,
     SweepDirBusy,

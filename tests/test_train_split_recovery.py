@@ -17,7 +17,7 @@ from ncfine.collect import collect
 from ncfine.data import HierarchicalDataModule
 from ncfine.data.sources import DigitsSource
 from ncfine.models import CoarseClassifier
-from ncfine.report import format_summary
+from ncfine.results.report import format_summary
 
 TRAIN_CAP = 200  # the same fixed training subset for both callbacks, as conf/callbacks/analysis.yaml keeps them
 

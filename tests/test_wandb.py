@@ -8,8 +8,8 @@ import pytest
 from conftest import FAST
 from ncfine.api import compose, train
 from ncfine.loggers.wandb import ID_FILE, make_wandb_logger, offline_run_dirs, persistent_run_id, read_run_file
+from ncfine.run.validation import validate_config
 from ncfine.utils.errors import ConfigError, MissingDependencyError
-from ncfine.validation import validate_config
 
 
 def test_run_id_is_created_once_and_kept(tmp_path):

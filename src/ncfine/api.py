@@ -23,7 +23,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from ncfine.config import CONFIG_DIR, register_resolvers
+from ncfine.utils.config import CONFIG_DIR, register_resolvers
 
 
 def compose(
@@ -41,7 +41,7 @@ def compose(
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    from ncfine.pipeline import train as run
+    from ncfine.run.pipeline import train as run
 
     return run(cfg)
 
@@ -56,7 +56,7 @@ def compose_analyze(overrides: Sequence[str] = (), run_dir: str | os.PathLike = 
 def analyze_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run `ncfine-analyze` in-process; `overrides` (those given to `compose_analyze`) tell which
     settings a `run=DIR` must not fill in from the run. Returns the results.json payload."""
-    from ncfine.layerwise.run import analyze_job
+    from ncfine.posthoc.analyze_job import analyze_job
 
     return analyze_job(cfg, overrides)
 
@@ -71,13 +71,13 @@ def compose_discover(overrides: Sequence[str] = (), run_dir: str | os.PathLike =
 def discover_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run `ncfine-discover` in-process (discovery.json, report.md, montages in the run dir);
     returns the results.json payload."""
-    from ncfine.layerwise.discover import discover_job
+    from ncfine.posthoc.discover_job import discover_job
 
     return discover_job(cfg, overrides)
 
 
 def analyze(module, data, layers=None, **kwargs) -> dict[str, float]:
-    """`ncfine.analyze`: see `ncfine.layerwise.api.run_analysis`."""
-    from ncfine.layerwise.api import analyze as run
+    """`ncfine.analyze`: see `ncfine.posthoc.analyze.run_analysis`."""
+    from ncfine.posthoc.analyze import analyze as run
 
     return run(module, data, layers, **kwargs)

@@ -12,8 +12,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
+from ncfine.sweep.launchers import register_launchers
 from ncfine.utils.cli import in_multirun, run_reporting_errors
+from ncfine.utils.config import CONFIG_DIR, register_resolvers
 from ncfine.utils.hydra_errors import report_composition_errors
 
 register_resolvers()
@@ -26,8 +27,8 @@ INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a termina
 def _main(cfg: DictConfig) -> float | None:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from ncfine.pipeline import train
-    from ncfine.report import print_summary
+    from ncfine.results.report import print_summary
+    from ncfine.run.pipeline import train
 
     try:
         results = run_reporting_errors(lambda: train(cfg), cfg, "ncfine.train")

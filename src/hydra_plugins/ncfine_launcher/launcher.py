@@ -1,8 +1,8 @@
 """Hydra's basic launcher and hydra-submitit-launcher's launchers, changed where a sweep needs it.
 
-All three run the sweep's pre-flight first (ncfine.preflight): every job composed and checked,
+All three run the sweep's pre-flight first (ncfine.sweep.preflight): every job composed and checked,
 and a sweep with a bad value stopped (exit 2, one line per reason) before any job starts or is
-queued. The submitit ones also (see ncfine.submitit_jobs): a job that died without a result no
+queued. The submitit ones also (see ncfine.sweep.submitit_jobs): a job that died without a result no
 longer aborts the sweep with `UncompletedJobError`, job states come from squeue where sacct has
 no accounting database, and submitit's log lines print once.
 
@@ -35,8 +35,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 
 
 def preflight(launcher: Any, executor: str, launcher_nodes: Any, job_overrides: Sequence[Sequence[str]]) -> None:
-    """Compose and check every job of the sweep (ncfine.preflight); exits 2 on a bad value."""
-    from ncfine.preflight import check_sweep, report
+    """Compose and check every job of the sweep (ncfine.sweep.preflight); exits 2 on a bad value."""
+    from ncfine.sweep.preflight import check_sweep, report
 
     config = launcher.config
     loader = launcher.hydra_context.config_loader
@@ -70,7 +70,7 @@ class _CollectingLauncher(BaseSubmititLauncher):
         singleton_state: dict[type, Singleton],
     ) -> JobReturn:
         # In the job's process (unpickled by submitit), before Hydra configures its logging.
-        from ncfine.submitit_jobs import quiet_submitit_logging, secondary_task_overrides
+        from ncfine.sweep.submitit_jobs import quiet_submitit_logging, secondary_task_overrides
 
         quiet_submitit_logging()
         # Not in sweep_overrides itself: submitit's requeue resubmits these arguments as they came.
@@ -80,7 +80,7 @@ class _CollectingLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        from ncfine.submitit_jobs import collect_outcomes, quiet_submitit_logging
+        from ncfine.sweep.submitit_jobs import collect_outcomes, quiet_submitit_logging
 
         assert self.config is not None
         assert len(job_overrides) > 0
@@ -126,6 +126,6 @@ class NcfineSlurmLauncher(_CollectingLauncher, SlurmLauncher):
     """`hydra/launcher=slurm`: the sweep as one SLURM job array."""
 
     def _watch(self, jobs: list[Any]) -> list[Any]:
-        from ncfine.submitit_jobs import watch_with_queue
+        from ncfine.sweep.submitit_jobs import watch_with_queue
 
         return watch_with_queue(jobs)

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from ncfine.callbacks.baselines import BaselinesCallback
 from ncfine.callbacks.epoch_analysis import EpochAnalysisCallback
 from ncfine.callbacks.preemption import PreemptionSignals
-from ncfine.run_dir import rows_to_csv
+from ncfine.results.run_dir import rows_to_csv
 from ncfine.utils.atomic import atomic_write_text
 from ncfine.utils.checkpoints import LAST, PREVIOUS
 from ncfine.utils.logging import RankedLogger

@@ -75,7 +75,7 @@ def expected_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, list[str], di
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
-        from ncfine.config import dirname
+        from ncfine.utils.config import dirname
 
         cfg = OmegaConf.load(path)
         hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)

@@ -152,7 +152,7 @@ class CoarseClassifier(pl.LightningModule):
         **_built_later,
     ) -> None:
         """The constructor's checks that build no model (a sweep's pre-flight runs them for every
-        job, ncfine.preflight): label level, backbone name, width and its family's width rule."""
+        job, ncfine.sweep.preflight): label level, backbone name, width and its family's width rule."""
         _check_training_args(label_level, nan_check_every_n_steps)
         kwargs = plain_dict(backbone_kwargs, "backbone_kwargs (timm.create_model kwargs)")
         check_backbone(backbone, small_input, pretrained=pretrained, in_chans=in_chans, width=width, **kwargs)

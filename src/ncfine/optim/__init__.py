@@ -1,0 +1,1 @@
+"""Optimizer helpers: parameter groups (weight decay on which parameters) and learning-rate schedulers."""

@@ -39,7 +39,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ncfine.utils.atomic import atomic_write_json
-from ncfine.utils.checkpoints import RESUME_ORDER
+from ncfine.utils.checkpoints import resume_hint
 
 MANIFEST_DIR = ".ncfine_jobs"
 OWNER_LOCK = ".ncfine_jobs.lock"  # next to MANIFEST_DIR, so clearing the record keeps it
@@ -86,7 +86,7 @@ class SweepStatusCallback(Callback):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from ncfine.multinode import task_rank
+        from ncfine.sweep.multinode import task_rank
 
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN or task_rank() > 0:
@@ -153,14 +153,6 @@ def fail_unfinished_run(run_dir: str | os.PathLike, reason: str) -> bool:
     results["error"] = f"{reason}; {resume_hint(run_dir)}"
     atomic_write_json(path, results)
     return True
-
-
-def resume_hint(run_dir: str | os.PathLike) -> str:
-    """What re-running does for this run dir: resume from its checkpoint, or start over."""
-    for name in RESUME_ORDER:  # the order ncfine.pipeline.find_resume_checkpoint tries
-        if (Path(run_dir) / "checkpoints" / name).exists():
-            return f"re-run the same command to resume from checkpoints/{name}"
-    return "re-run the same command to start it again"
 
 
 class SweepDirBusy(RuntimeError):

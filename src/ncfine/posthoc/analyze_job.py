@@ -51,7 +51,7 @@ def with_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig
     """(a copy of `cfg`, the loaded model or None): with run=DIR, the run's data config (the command
     line's `data.*` on top), its seed and its backbone fill in what the command line does not set.
     Shared by ncfine-analyze and ncfine-discover."""
-    from ncfine.layerwise.sources import load_run
+    from ncfine.posthoc.sources import load_run
 
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     if not cfg.get("run"):
@@ -114,9 +114,9 @@ def analyze_job(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any
 
 def _job(cfg: DictConfig, loaded, out: Path, started: float) -> dict[str, Any]:
 
-    from ncfine.layerwise.api import run_analysis
-    from ncfine.layerwise.report import write_report
-    from ncfine.run_dir import rows_to_csv
+    from ncfine.posthoc.analyze import run_analysis
+    from ncfine.posthoc.analyze_report import write_report
+    from ncfine.results.run_dir import rows_to_csv
     from ncfine.utils.containers import plain_dict
 
     datamodule, loaded, device, autocast = build_source(cfg, loaded)
@@ -167,7 +167,7 @@ def build_source(cfg: DictConfig, loaded) -> tuple[Any, Any, torch.device, torch
     `model.backbone` with `weights`."""
     import pytorch_lightning as pl
 
-    from ncfine.layerwise.sources import build_model
+    from ncfine.posthoc.sources import build_model
     from ncfine.utils.containers import plain_dict
     from ncfine.utils.instantiate import instantiate
 
@@ -218,7 +218,7 @@ def results_payload(
     run_cfg: DictConfig | None = None,
 ) -> dict[str, Any]:
     """The results.json payload of an analyze or discover job (the run-dir contract of ncfine-train)."""
-    from ncfine.run_dir import config_summary, source_name
+    from ncfine.results.run_dir import config_summary, source_name
     from ncfine.utils.versions import package_versions
 
     # A run's lr / wd / seed describe the analysed model, so a table of analyses can be read

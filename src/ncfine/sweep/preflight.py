@@ -6,14 +6,14 @@ ncfine's launchers (hydra_plugins.ncfine_launcher: sequential, local, slurm) cal
 first; it composes each job as the job will compose itself and runs the checks a run makes before
 it loads data or builds a model, through the same functions the run calls:
 
-- `ncfine.validation.validate_config` (config values, missing `???`, callbacks and loggers);
+- `ncfine.run.validation.validate_config` (config values, missing `???`, callbacks and loggers);
 - the data module's constructor (batch sizes, `max_train_samples`, ...), its `check_hierarchy`
   (the hierarchy against the source's fine classes where they are known without reading a file)
   and `check_files` (the source's own "not found" error);
 - the model's `check_args` (backbone name, width and its family's width rule, label level);
 - the optimizer factory's argument check, and the analysis callbacks' constructors (splits,
   cadence, sample caps, recovery settings);
-- the node counts against the launcher's (`ncfine.multinode.sweep_error`).
+- the node counts against the launcher's (`ncfine.sweep.multinode.sweep_error`).
 
 A bad sweep stops with exit status 2 and one `ncfine: error:` line per distinct reason, naming the
 jobs it affects (`all 8 jobs: model.width must be ..., got 0`); no job is started or queued. On
@@ -61,7 +61,7 @@ def check_train_job(cfg: DictConfig, on_job_host: bool) -> list[Finding]:
     """What `ncfine-train` checks before loading data or building a model (module docstring), each
     part on its own, so a job with two bad values shows both. `on_job_host`: whether the job runs
     on this machine (not so on SLURM)."""
-    from ncfine.validation import validate_config
+    from ncfine.run.validation import validate_config
 
     findings: list[Finding] = []
 
@@ -163,7 +163,7 @@ def check_sweep(
     """Compose every job (`compose_job(overrides)`) and check it; `executor` is where the jobs
     run: `slurm` (not this machine) or another launcher's name (this machine). `check_jobs=False`
     (`preflight=false`) keeps only the node counts, whose mistake would hang a job for 30 minutes."""
-    from ncfine.multinode import sweep_error
+    from ncfine.sweep.multinode import sweep_error
 
     started = time.monotonic()
     check_job = PREFLIGHTS.get(config_name) if check_jobs else None
@@ -215,7 +215,7 @@ def job_names(job_overrides: Sequence[Sequence[str]]) -> list[str]:
 
 def report(verdict: Verdict, sweep_name: str, sweep_dir: Path) -> None:
     """Print the verdict; on errors, release the sweep dir and exit 2 (nothing was started)."""
-    from ncfine.sweep_status import MANIFEST_DIR, release_sweep_dir
+    from ncfine.sweep.status import MANIFEST_DIR, release_sweep_dir
 
     for line in verdict.warnings:
         print(f"ncfine: warning: {line}", file=sys.stderr, flush=True)

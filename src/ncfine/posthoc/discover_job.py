@@ -66,7 +66,7 @@ def discover_job(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, An
 
 
 def _discover(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
-    from ncfine.layerwise.run import build_source, with_run
+    from ncfine.posthoc.analyze_job import build_source, with_run
 
     cfg, loaded = with_run(cfg, overrides)
     datamodule, loaded, device, autocast = build_source(cfg, loaded)
@@ -120,9 +120,9 @@ def _discover(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
 
 
 def _write(out: Path, found: dict[str, Any], started: float) -> dict[str, Any]:
-    from ncfine.layerwise.discover_report import discovery_payload, headline_metrics, write_report
-    from ncfine.layerwise.run import results_payload
     from ncfine.plot import plot_discovery
+    from ncfine.posthoc.analyze_job import results_payload
+    from ncfine.posthoc.discover_report import discovery_payload, headline_metrics, write_report
 
     cfg, loaded, datamodule, features, result = (
         found[k] for k in ("cfg", "loaded", "datamodule", "features", "result")

@@ -58,7 +58,7 @@ def _cell(value: float | None, key: str) -> str:
 
 
 def write_report(path: str | Path, results: dict[str, Any], figures: Sequence[str] = ()) -> None:
-    from ncfine.report import format_summary
+    from ncfine.results.report import format_summary
 
     analysis = results.get("analysis", {})
     metrics = results.get("metrics", {})

@@ -1,4 +1,4 @@
-"""`ncfine-analyze` / `python -m ncfine.analyze_cli`: NC and fine-class recovery of a trained model, layer by layer.
+"""`ncfine-analyze` / `python -m ncfine.posthoc.analyze_cli`: NC and fine-class recovery of a trained model, layer by layer.
 
     ncfine-analyze run=logs/train/runs/default
     ncfine-analyze model.backbone=resnet18 weights=resnet18.pth data=cifar10 data.source.root=DIR
@@ -15,8 +15,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
+from ncfine.sweep.launchers import register_launchers
 from ncfine.utils.cli import run_reporting_errors
+from ncfine.utils.config import CONFIG_DIR, register_resolvers
 from ncfine.utils.hydra_errors import report_composition_errors
 from ncfine.utils.path_overrides import quote_path_overrides
 
@@ -28,14 +29,14 @@ register_launchers()  # hydra/launcher=local|slurm for sweeps of analyses, as fo
 def _main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from ncfine.layerwise.run import analyze_job
+    from ncfine.posthoc.analyze_job import analyze_job
 
     overrides = list(HydraConfig.get().overrides.task)
     results = run_reporting_errors(lambda: analyze_job(cfg, overrides), cfg, "ncfine.analyze")
     if results is None:
         return None  # a failed job of a sweep: recorded in its results.json
     if cfg.get("print_summary", True):
-        from ncfine.report import format_summary
+        from ncfine.results.report import format_summary
 
         cfg_summary, analysis = results.get("config", {}), results.get("analysis", {})
         lines = format_summary(results).splitlines()

@@ -4,7 +4,7 @@ Each check raises a one-line ConfigError naming the bad value and what would be 
 Constructors check their own arguments too; these are the ones that span config groups or
 must not wait for instantiation (a missing GPU, a logger whose package is absent).
 
-A run calls `validate_config` before it builds anything; a sweep's pre-flight (ncfine.preflight)
+A run calls `validate_config` before it builds anything; a sweep's pre-flight (ncfine.sweep.preflight)
 calls it for every job before the launcher starts or submits one. Checks about the machine the
 job will run on (`needs_job_host`: is there a GPU) are skipped where the pre-flight runs elsewhere
 (`on_job_host=False`: a SLURM login node); checks about how the job's own process was started
@@ -139,8 +139,8 @@ def _accelerator(cfg: DictConfig) -> None:
 @check(needs_job_process=True)
 def _num_nodes(cfg: DictConfig) -> None:
     # A multi-node run that nothing starts on its other nodes waits in DDP's rendezvous for
-    # 30 minutes: stop now instead (ncfine.multinode).
-    from ncfine.multinode import run_error
+    # 30 minutes: stop now instead (ncfine.sweep.multinode).
+    from ncfine.run.nodes import run_error
 
     error = run_error(_get(cfg, "trainer.num_nodes"))
     if error:

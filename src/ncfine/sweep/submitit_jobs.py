@@ -5,13 +5,13 @@ and submitit's log lines printed once.
   the first job whose process died without a result (SIGKILL, the OOM killer, a lost node,
   `max_num_timeout` used up) raises submitit's `UncompletedJobError` with a traceback, before the
   later jobs are even waited for. `collect_outcomes` waits for each job in turn, records a dead
-  one in the sweep's job record (`ncfine.sweep_status.record_dead_job`), ends its results.json as
+  one in the sweep's job record (`ncfine.sweep.status.record_dead_job`), ends its results.json as
   `failed` if it still said `running`, and goes on, so `SweepStatusCallback` ends the sweep with
   its summary naming it.
 - **A terminal status when submitit stops requeueing.** A job that hits its time limit once more
   than `max_num_timeout` allows is not requeued: submitit's handler raises instead. The run had
-  just written `running` ("re-run to resume"); `not_requeued_error` is the `failed` error the
-  pipeline writes instead, naming the cause (`hit the SLURM time limit 2 times
+  just written `running` ("re-run to resume"); `ncfine.run.requeue.not_requeued_error` is the
+  `failed` error the pipeline writes instead, naming the cause (`hit the SLURM time limit 2 times
   (max_num_timeout=1); re-run the same command to resume from checkpoints/last.ckpt`).
 - **Job states without an accounting database.** submitit asks `sacct` for job states. A cluster
   without accounting (`AccountingStorageType=accounting_storage/none`, e.g. a single-node test
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -44,8 +43,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from ncfine.multinode import task_rank
-from ncfine.sweep_status import fail_unfinished_run, record_dead_job, resume_hint
+from ncfine.sweep.multinode import task_rank
+from ncfine.sweep.status import fail_unfinished_run, record_dead_job
 
 log = logging.getLogger(__name__)
 
@@ -187,45 +186,6 @@ def dead_job_reason(job_id: str, state: str) -> str:
     if state == "TIMEOUT":
         return f"job {job_id} was stopped at its SLURM time limit (state TIMEOUT) and not requeued"
     return f"job {job_id} ended without a result (state {state}): killed, out of memory or out of requeues"
-
-
-def not_requeued_error(
-    exc: BaseException, run_dir: str | os.PathLike, max_num_timeout: int | None = None, executor: str | None = None
-) -> str:
-    """The `failed` error of an interrupted run that submitit will not requeue: its handler raised
-    `exc` (`Job not requeued because: timed-out too many times.`) instead of requeueing.
-
-    Says the cause in the config's terms and how to go on. `max_num_timeout` and `executor`
-    default to the running job's (its Hydra launcher config, `SUBMITIT_EXECUTOR`).
-    """
-    reason = str(exc).strip().removeprefix("Job not requeued because:").strip().rstrip(".")
-    if reason == "timed-out too many times":
-        if max_num_timeout is None:
-            max_num_timeout = _job_max_num_timeout()
-        reason = timeouts_exhausted(max_num_timeout, executor or os.environ.get("SUBMITIT_EXECUTOR"))
-    else:
-        reason = f"not requeued: {reason or type(exc).__name__}"
-    return f"{reason}; {resume_hint(run_dir)}"
-
-
-def timeouts_exhausted(max_num_timeout: int | None, executor: str | None) -> str:
-    """'hit the SLURM time limit N times (max_num_timeout=N-1)': submitit requeues a job for its
-    first max_num_timeout time limits and gives up at the next one (preemptions do not count)."""
-    limit = "the SLURM time limit" if executor == "slurm" else "the time limit"
-    if max_num_timeout is None:
-        return f"hit {limit} more often than max_num_timeout allows"
-    times = int(max_num_timeout) + 1
-    return f"hit {limit} {times} time{'' if times == 1 else 's'} (max_num_timeout={max_num_timeout})"
-
-
-def _job_max_num_timeout() -> int | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        value = HydraConfig.get().launcher.get("max_num_timeout")
-        return None if value is None else int(value)
-    except Exception:  # noqa: BLE001 - outside a Hydra job, or a launcher without the field
-        return None
 
 
 def _state(job: Any) -> str:

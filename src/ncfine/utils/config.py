@@ -14,11 +14,11 @@ def _find_config_dir() -> Path:
     override = os.environ.get("NCFINE_CONFIG_DIR")
     if override:
         return Path(override).resolve()
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "conf", here / "conf"):  # source checkout, then installed wheel
+    package = Path(__file__).resolve().parents[1]  # src/ncfine, or site-packages/ncfine
+    for candidate in (package.parents[1] / "conf", package / "conf"):  # source checkout, then installed wheel
         if (candidate / "train.yaml").exists():
             return candidate
-    raise FileNotFoundError(f"ncfine configs not found next to {here}; set NCFINE_CONFIG_DIR to the conf/ directory")
+    raise FileNotFoundError(f"ncfine configs not found next to {package}; set NCFINE_CONFIG_DIR to the conf/ directory")
 
 
 CONFIG_DIR = _find_config_dir()
@@ -51,21 +51,6 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ncfine.cwd", os.getcwd)
     if not OmegaConf.has_resolver("ncfine.on_cuda"):
         OmegaConf.register_new_resolver("ncfine.on_cuda", on_cuda)
-
-
-def register_launchers() -> None:
-    """Register ncfine's Hydra launchers (hydra_plugins.ncfine_launcher) with Hydra directly.
-
-    Hydra finds plugins by listing the modules of the `hydra_plugins` namespace package, which
-    cannot see packages served by setuptools' editable-install finder (`pip install -e .`), so
-    `hydra/launcher=slurm` (and ncfine-train's default launcher) would fail with "Unknown plugin class" there. Registering twice is harmless.
-    """
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.ncfine_launcher.launcher import NcfineBasicLauncher, NcfineLocalLauncher, NcfineSlurmLauncher
-
-    for launcher in (NcfineBasicLauncher, NcfineLocalLauncher, NcfineSlurmLauncher):
-        Plugins.instance().register(launcher)
 
 
 def on_cuda(accelerator: str) -> bool:

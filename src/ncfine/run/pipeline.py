@@ -25,15 +25,15 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ncfine.callbacks.run_files import RunFilesCallback
 from ncfine.loggers import finish_loggers, log_run_config
-from ncfine.run_dir import config_summary
+from ncfine.results.run_dir import config_summary
+from ncfine.run.validation import validate_config
 from ncfine.utils.atomic import atomic_write_json, atomic_write_text
-from ncfine.utils.checkpoints import RESUME_ORDER
+from ncfine.utils.checkpoints import RESUME_ORDER, resume_hint
 from ncfine.utils.compute_path import AUTO, ComputePath, resolve_compute_path
 from ncfine.utils.errors import ConfigError, DivergedError, NcfineError
 from ncfine.utils.instantiate import instantiate
 from ncfine.utils.logging import RankedLogger
 from ncfine.utils.versions import package_versions
-from ncfine.validation import validate_config
 
 log = RankedLogger(__name__)
 # Every rank of a DDP run loads the checkpoint itself: each says which one (in its own output).
@@ -139,8 +139,7 @@ def skip_message(run_dir: Path, previous: dict[str, Any]) -> str:
 def failure_error(exc: BaseException, trainer: pl.Trainer | None, run_dir: Path) -> str:
     """results.json's error for an unexpected exception: the exception's line, except for a DDP
     peer lost mid-run (a dead node), which says so and how to go on."""
-    from ncfine.multinode import lost_peer_error
-    from ncfine.sweep_status import resume_hint
+    from ncfine.run.nodes import lost_peer_error
 
     lost = lost_peer_error(exc, trainer.world_size if trainer is not None else 1)
     return f"{lost}; {resume_hint(run_dir)}" if lost else f"{type(exc).__name__}: {exc}"
@@ -156,7 +155,7 @@ def hand_over_preemption(run_files: RunFilesCallback, record: ResultsRecorder, s
     try:
         run_files.hand_over_preemption()
     except Exception as exc:  # submitit's UncompletedJobError("Job not requeued because: ...")
-        from ncfine.submitit_jobs import not_requeued_error
+        from ncfine.run.requeue import not_requeued_error
 
         record.finish("failed", run_files, started, error=not_requeued_error(exc, record.run_dir))
         raise

@@ -4,7 +4,7 @@
     ncfine-discover run=DIR split=test layer=layer3 max_k=6
     ncfine-discover model.backbone=resnet18 weights=r18.pth data=imagefolder_coarse data.source.root=DIR
 
-conf/discover.yaml lists every option; the job is `ncfine.layerwise.discover`, the analysis
+conf/discover.yaml lists every option; the job is `ncfine.posthoc.discover_job`, the analysis
 `ncfine.analysis.discovery`.
 """
 
@@ -15,8 +15,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ncfine.config import CONFIG_DIR, register_launchers, register_resolvers
+from ncfine.sweep.launchers import register_launchers
 from ncfine.utils.cli import run_reporting_errors
+from ncfine.utils.config import CONFIG_DIR, register_resolvers
 from ncfine.utils.hydra_errors import report_composition_errors
 from ncfine.utils.path_overrides import quote_path_overrides
 
@@ -28,7 +29,7 @@ register_launchers()
 def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from ncfine.layerwise.discover import discover_job
+    from ncfine.posthoc.discover_job import discover_job
 
     overrides = list(HydraConfig.get().overrides.task)
     results = run_reporting_errors(lambda: discover_job(cfg, overrides), cfg, "ncfine.discover")
