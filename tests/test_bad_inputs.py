@@ -603,3 +603,13 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory(prefix="ncfine_bad_inputs_") as tmp:
         results = run_cases([c for c in CASES if c.id not in SKIP], Path(tmp), workers=1 if args.isolated else WORKERS)
         print(markdown(results))
+
+
+def test_a_long_option_list_names_each_family_once():
+    from ncfine.utils.hydra_errors import option_families
+
+    # Every option is still named: the parts of a family after the name they extend.
+    assert (
+        option_families(["exp", "exp_a", "exp_a_b", "exp_c", "other", "exp2"]) == "exp (+ _a (+ _b), _c), exp2, other"
+    )
+    assert option_families(["b", "a"]) == "a, b"

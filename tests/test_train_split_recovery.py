@@ -61,6 +61,8 @@ def test_train_and_test_recovery_share_the_nc_callbacks_passes(tmp_path):
         for m in ("per_coarse", "global")
         for n in ("acc", "nmi", "ari")
     }
+    # The fine labels reconstructed inside the head's predicted superclasses, per split too.
+    per_split |= {f"fine/{s}/reconstructed_acc" for s in ("train", "test")}
     # k-means per split; the probe and k-NN (fit on train, scored on test) once, not per split.
     assert set(metrics) == per_split | {"fine/probe_acc", "fine/knn_acc"}
     assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k.endswith("_acc"))

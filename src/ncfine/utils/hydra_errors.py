@@ -72,6 +72,27 @@ def describe(exc: BaseException, config_dir: Path | None = None) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+def option_families(options) -> str:
+    """Options listed with the parts of a family after the name they extend, so a group of many
+    related configs stays one readable line: `a, a_b, a_b_c, d` -> `a (+ _b (+ _c)), d`."""
+    names = sorted(set(options))
+
+    def parent(name: str) -> str | None:
+        heads = [other for other in names if other != name and name.startswith(other + "_")]
+        return max(heads, key=len, default=None)
+
+    children: dict[str | None, list[str]] = {}
+    for name in names:
+        children.setdefault(parent(name), []).append(name)
+
+    def render(name: str, head: str | None) -> str:
+        label = name[len(head) :] if head is not None else name
+        below = children.get(name)
+        return f"{label} (+ {', '.join(render(child, name) for child in below)})" if below else label
+
+    return ", ".join(render(name, None) for name in children.get(None, []))
+
+
 def _missing_option(exc: MissingConfigException, config_dir: Path | None) -> str:
     group, _, name = exc.missing_cfg_file.rpartition("/")
     options = list(exc.options)
@@ -81,7 +102,7 @@ def _missing_option(exc: MissingConfigException, config_dir: Path | None) -> str
         text += f" (asked for by {where.group(1)}.yaml)"
     if config_dir is not None and (Path(config_dir) / group).is_dir():
         text += f" (looked in {Path(config_dir) / group})"
-    text += f"; available: {', '.join(options)}"
+    text += f"; available: {option_families(options)}"
     close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
     if close:
         text += f"; did you mean {' or '.join(f'{group}={c}' for c in close)}?"
