@@ -72,6 +72,10 @@ def describe(exc: BaseException, config_dir: Path | None = None) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+# Longer option lists are written as families (`option_families`) so the error stays one readable line.
+PLAIN_OPTIONS_CHARS = 200
+
+
 def option_families(options) -> str:
     """Options listed with the parts of a family after the name they extend, so a group of many
     related configs stays one readable line: `a, a_b, a_b_c, d` -> `a (+ _b (+ _c)), d`."""
@@ -102,7 +106,8 @@ def _missing_option(exc: MissingConfigException, config_dir: Path | None) -> str
         text += f" (asked for by {where.group(1)}.yaml)"
     if config_dir is not None and (Path(config_dir) / group).is_dir():
         text += f" (looked in {Path(config_dir) / group})"
-    text += f"; available: {option_families(options)}"
+    plain = ", ".join(options)
+    text += f"; available: {plain if len(plain) <= PLAIN_OPTIONS_CHARS else option_families(options)}"
     close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
     if close:
         text += f"; did you mean {' or '.join(f'{group}={c}' for c in close)}?"
